@@ -1,0 +1,171 @@
+"""Dynamic batching inside one worker, with a bounded queue and per-request deadlines.
+
+Leader/follower: the request that finds the model idle runs a batch itself, at once (no added
+latency at low load). Requests that arrive meanwhile queue up; when the batch ends, the next
+batch holds everything that queued, up to `max_batch_size`. A leader whose own items are done
+hands the "baton" to the owner of the next queued item and returns its response.
+
+There is no dedicated batching thread, so the same code serves gunicorn's gthread workers
+(real threads) and gevent workers (where `threading` is monkey-patched to greenlets and the
+forward pass is pushed to a real thread through `offload`). Primitives are looked up on the
+`threading` module at construction time, after gevent has patched it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from app.errors import APIError
+
+QUEUED, RUNNING, DONE, CANCELLED = "queued", "running", "done", "cancelled"
+
+
+def run_here(fn: Callable, *args):
+    return fn(*args)
+
+
+class Overloaded(APIError):
+    def __init__(self, retry_after: int = 1):
+        super().__init__(
+            503, "overloaded", "the server is at capacity (MAX_QUEUE); retry shortly", {"Retry-After": str(retry_after)}
+        )
+
+
+class DeadlineExceeded(APIError):
+    def __init__(self, seconds: float):
+        super().__init__(504, "deadline_exceeded", f"no result within REQUEST_TIMEOUT_S={seconds:g} s")
+
+
+class _Job:
+    __slots__ = ("item", "deadline", "wake", "state", "result", "error", "lead")
+
+    def __init__(self, item: Any, deadline: float):
+        self.item, self.deadline = item, deadline
+        self.wake = threading.Event()
+        self.state, self.result, self.error, self.lead = QUEUED, None, None, False
+
+
+class Batcher:
+    def __init__(
+        self,
+        run_batch: Callable[[list], Sequence],
+        max_batch_size: int = 8,
+        max_queue: int = 64,
+        max_delay_s: float = 0.0,
+        timeout_s: float = 30.0,
+        offload: Callable = run_here,
+    ):
+        self.run_batch, self.offload = run_batch, offload
+        self.max_batch_size, self.max_queue = max_batch_size, max_queue
+        self.max_delay_s, self.timeout_s = max_delay_s, timeout_s
+        self._cond = threading.Condition()
+        self._queue: deque[_Job] = deque()
+        self._busy = False
+        self.batches_run = 0  # for tests and metrics
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def submit(self, items: Sequence) -> list:
+        """Run `items` through the model, batched with other requests; results in order."""
+        deadline = time.monotonic() + self.timeout_s
+        mine = [_Job(item, deadline) for item in items]
+        with self._cond:
+            if len(self._queue) + len(mine) > self.max_queue:
+                raise Overloaded()
+            self._queue.extend(mine)
+            lead = not self._busy
+            self._busy = True
+            self._cond.notify_all()
+        if lead:
+            self._lead(mine)
+        for job in mine:
+            self._await(job, mine)
+        return [job.result for job in mine]
+
+    def _await(self, job: _Job, mine: list[_Job]) -> None:
+        while job.state not in (DONE, CANCELLED):
+            remaining = job.deadline - time.monotonic()
+            woke = job.wake.wait(max(remaining, 0))
+            with self._cond:
+                job.wake.clear()
+                baton, job.lead = job.lead, False
+                if not woke:  # deadline: withdraw whatever of ours has not started
+                    self._cancel(mine)
+                    if baton:  # handed over just as we timed out: hand it on
+                        self._pass_baton()
+            if baton and job.state == QUEUED:
+                self._lead(mine)
+            elif not woke and job.state == RUNNING:
+                # The batch holding it is on the model; its result would come too late.
+                raise DeadlineExceeded(self.timeout_s)
+        if job.state == CANCELLED:
+            raise DeadlineExceeded(self.timeout_s)
+        if job.error is not None:
+            raise job.error
+
+    def _lead(self, mine: list[_Job]) -> None:
+        """Run batches until our own items are done, then pass the baton on."""
+        while True:
+            batch = self._take_batch()
+            if batch:
+                self._execute(batch)
+            with self._cond:
+                if not self._queue:
+                    self._busy = False
+                    return
+                if all(job.state in (DONE, CANCELLED) for job in mine):
+                    self._pass_baton()
+                    return
+
+    def _take_batch(self) -> list[_Job]:
+        with self._cond:
+            if self.max_delay_s and len(self._queue) < self.max_batch_size:
+                until = time.monotonic() + self.max_delay_s
+                while len(self._queue) < self.max_batch_size and time.monotonic() < until:
+                    self._cond.wait(until - time.monotonic())
+            now, batch = time.monotonic(), []
+            while self._queue and len(batch) < self.max_batch_size:
+                job = self._queue.popleft()
+                if job.deadline <= now:  # its client has given up: don't spend the model on it
+                    job.state = CANCELLED
+                    job.wake.set()
+                    continue
+                job.state = RUNNING
+                batch.append(job)
+            return batch
+
+    def _execute(self, batch: list[_Job]) -> None:
+        try:
+            results = self.offload(self.run_batch, [job.item for job in batch])
+        except Exception as exc:  # handed to every request in the batch; each logs it as a 500
+            for job in batch:
+                job.error = exc
+        else:
+            for job, result in zip(batch, results, strict=True):
+                job.result = result
+        self.batches_run += 1
+        for job in batch:
+            job.state = DONE
+            job.wake.set()
+
+    def _pass_baton(self) -> None:
+        """Caller holds the lock and the queue is not empty."""
+        if not self._queue:
+            self._busy = False
+            return
+        head = self._queue[0]
+        head.lead = True
+        head.wake.set()
+
+    def _cancel(self, mine: list[_Job]) -> None:
+        for job in mine:
+            if job.state == QUEUED:
+                job.state = CANCELLED
+                with contextlib.suppress(ValueError):
+                    self._queue.remove(job)

@@ -1,0 +1,145 @@
+"""Configuration: read once from the environment into one plain object, validated at start-up.
+
+Every setting has a default; `Config.from_env()` is the only place that reads `os.environ`.
+A bad value raises `ConfigError` with a message that names the variable and how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+TASKS = ("multiclass", "multilabel")
+ACTIVATIONS = ("auto", "softmax", "sigmoid", "none")
+PRECISIONS = ("fp32", "bf16", "fp16")
+RESIZE_MODES = ("crop", "squash")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+def _csv_floats(text: str) -> tuple[float, ...]:
+    return tuple(float(part) for part in text.split(","))
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- model ---
+    model_arch: str = "resnet50"
+    # "imagenet" (torchvision's published weights), "random" (smoke test) or a checkpoint path.
+    model_weights: str = "imagenet"
+    model_labels: str = ""  # JSON file; "" = the weights' own categories, or indices
+    model_task: str = "multiclass"
+    # auto: softmax for multiclass, sigmoid for multilabel; none: raw outputs (seed 001).
+    activation: str = "auto"
+    top_k: int = 5
+    threshold: float = 0.5
+    weights_dir: str = str(ROOT / "weights")
+    # --- preprocessing for checkpoints (torchvision weights bring their own) ---
+    resize_mode: str = "crop"  # crop: shorter side to resize_size, then center crop; squash: exact
+    resize_size: int = 256
+    crop_size: int = 224
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    jpeg_draft: bool = True  # reduced-size DCT decode of large JPEGs
+    # --- request limits ---
+    max_upload_bytes: int = 20 * 1024 * 1024  # keep equal to nginx.conf client_max_body_size
+    max_image_pixels: int = 64_000_000  # decompression-bomb guard; a 12 MP photo passes
+    max_images_per_request: int = 32
+    # --- inference ---
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "fp32"
+    channels_last: bool = True
+    fuse: bool = True  # fold batch norm into the convolutions (torch.fx)
+    torch_threads: int = 0  # 0 = cores // workers
+    max_batch_size: int = 8
+    max_batch_delay_ms: float = 0.0
+    max_queue: int = 64
+    request_timeout_s: float = 30.0
+    warmup: bool = True
+    # Under gunicorn the model is loaded in the master and started (device, threads, warm-up)
+    # in each worker after fork; gunicorn_conf.py sets this.
+    defer_start: bool = False
+
+    @classmethod
+    def from_env(cls, environ: dict | None = None, **overrides) -> Config:
+        env = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            name = f.name.upper()
+            if name not in env:
+                continue
+            values[f.name] = _parse(name, env[name], f.default)
+        values.update(overrides)
+        return cls(**values).validated()
+
+    def replace(self, **changes) -> Config:
+        return replace(self, **changes).validated()
+
+    @property
+    def activation_fn(self) -> str:
+        if self.activation != "auto":
+            return self.activation
+        return "softmax" if self.model_task == "multiclass" else "sigmoid"
+
+    def validated(self) -> Config:
+        _one_of("MODEL_ARCH", self.model_arch, ARCHS)
+        _one_of("MODEL_TASK", self.model_task, TASKS)
+        _one_of("ACTIVATION", self.activation, ACTIVATIONS)
+        _one_of("PRECISION", self.precision, PRECISIONS)
+        _one_of("RESIZE_MODE", self.resize_mode, RESIZE_MODES)
+        if not self.model_weights:
+            raise ConfigError("MODEL_WEIGHTS is empty: set it to 'imagenet', 'random' or a checkpoint path")
+        if self.model_task == "multiclass" and self.activation == "sigmoid":
+            raise ConfigError("ACTIVATION=sigmoid is for MODEL_TASK=multilabel; use softmax or auto")
+        if not 0 <= self.threshold <= 1 and self.activation_fn != "none":
+            raise ConfigError(f"THRESHOLD={self.threshold} must be in [0, 1] for probabilities")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ConfigError("MEAN and STD take three comma-separated numbers, STD > 0")
+        if self.resize_mode == "crop" and self.crop_size > self.resize_size:
+            raise ConfigError(f"CROP_SIZE={self.crop_size} exceeds RESIZE_SIZE={self.resize_size}")
+        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"DEVICE={self.device!r}: use auto, cpu, cuda or cuda:N")
+        for name in (
+            "top_k",
+            "crop_size",
+            "resize_size",
+            "max_upload_bytes",
+            "max_image_pixels",
+            "max_images_per_request",
+            "max_batch_size",
+            "max_queue",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name.upper()}={getattr(self, name)} must be a positive integer")
+        if self.request_timeout_s <= 0 or self.max_batch_delay_ms < 0 or self.torch_threads < 0:
+            raise ConfigError("REQUEST_TIMEOUT_S must be > 0; MAX_BATCH_DELAY_MS, TORCH_THREADS >= 0")
+        return self
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not supported; choose one of: {', '.join(allowed)}")
+
+
+def _parse(name: str, raw: str, default):
+    raw = raw.strip()
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes", "on")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, tuple):
+            return _csv_floats(raw)
+    except ValueError:
+        kind = "true/false" if isinstance(default, bool) else type(default).__name__
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind} (default {default!r})") from None
+    return raw

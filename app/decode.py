@@ -1,0 +1,73 @@
+"""Decoding: upload bytes -> RGB PIL image, in memory, with guards against bad and hostile files.
+
+- The pixel count is checked from the header, before any pixel is decoded (decompression bombs).
+- Large JPEGs are decoded with `Image.draft`, the decoder's reduced-size DCT, so the cost
+  scales with the output the model needs rather than the camera's resolution.
+- EXIF orientation is applied, and every mode (L, P, RGBA, CMYK, 16-bit...) ends up as RGB.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from app.errors import APIError
+
+
+def decode_image(data: bytes, max_pixels: int, min_size: int = 0) -> Image.Image:
+    """Decode `data`; `min_size` > 0 lets JPEG decoding shrink until the shorter side nears it."""
+    if not data:
+        raise APIError(400, "empty_image", "the image is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit below replaces Pillow's global bomb warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise APIError(
+            400,
+            "not_an_image",
+            "the upload is not an image format we can read (send JPEG, PNG, WebP, GIF, BMP or TIFF)",
+        ) from None
+    except Image.DecompressionBombError:
+        raise _too_many_pixels(None, max_pixels) from None
+    if image.width * image.height > max_pixels:
+        raise _too_many_pixels(image, max_pixels)
+    if min_size and image.format == "JPEG":
+        image.draft("RGB", (min_size, min_size))
+    try:
+        image = ImageOps.exif_transpose(image)  # also loads the pixels
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise APIError(400, "corrupt_image", f"the image is corrupt or truncated: {exc}") from None
+    return to_rgb(image)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        # Pillow's own I->RGB conversion clips at 255; scale the real range to 8 bits instead.
+        pixels = np.asarray(image, dtype=np.float32)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(pixels.max()), 1.0)
+        image = Image.fromarray((pixels * (255.0 / top)).clip(0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # Transparent pixels are composited over white, as an image viewer shows them.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return image.convert("RGB")
+
+
+def _too_many_pixels(image: Image.Image | None, max_pixels: int) -> APIError:
+    size = f"{image.width}x{image.height} " if image is not None else ""
+    return APIError(
+        413,
+        "too_many_pixels",
+        f"the image {size}exceeds the limit of {max_pixels} pixels (MAX_IMAGE_PIXELS); downscale it before upload",
+    )

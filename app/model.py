@@ -1,0 +1,78 @@
+"""Model loading: network + labels + the preprocessing that matches the weights, on the CPU.
+
+Nothing here runs a forward pass, so it is safe in a gunicorn master before fork.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from app.config import Config, ConfigError
+from app.infer import optimize
+from app.preprocess import Preprocess, build_preprocess
+from app.weights import build_network, load_weights
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    net: torch.nn.Module
+    labels: list[str]
+    preprocess: Preprocess
+    info: dict  # what every response reports under "model"
+
+
+def load_labels(path: str, num_classes: int) -> list[str]:
+    """Read seed 001's `{"0": "Aeroplane", ...}` format, or a plain JSON list."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"MODEL_LABELS={path!r}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"MODEL_LABELS={path!r} is not valid JSON: {exc}") from None
+    if isinstance(data, dict):
+        try:
+            by_index = {int(k): str(v) for k, v in data.items()}
+        except ValueError:
+            raise ConfigError(f'MODEL_LABELS={path!r}: keys must be class indices like "0"') from None
+        if sorted(by_index) != list(range(len(by_index))):
+            raise ConfigError(f"MODEL_LABELS={path!r}: keys must be 0..{len(by_index) - 1} with no gaps")
+        data = [by_index[i] for i in range(len(by_index))]
+    if not isinstance(data, list):
+        raise ConfigError(f"MODEL_LABELS={path!r} must hold a JSON object or list of names")
+    if len(data) != num_classes:
+        raise ConfigError(
+            f"MODEL_LABELS={path!r} has {len(data)} labels but the model has {num_classes} outputs; "
+            "use the labels file the checkpoint was trained with"
+        )
+    return [str(name) for name in data]
+
+
+def load_model(cfg: Config) -> LoadedModel:
+    loaded = load_weights(cfg)
+    net = optimize(build_network(cfg, loaded), cfg)
+    if cfg.model_labels:
+        labels = load_labels(cfg.model_labels, loaded.num_classes)
+    elif loaded.tv_weights is not None:
+        labels = list(loaded.tv_weights.meta["categories"])
+    else:
+        logger.warning("no MODEL_LABELS given: answering with class indices as labels")
+        labels = [str(i) for i in range(loaded.num_classes)]
+    untrained = loaded.state_dict is None
+    if untrained:
+        logger.warning("MODEL_WEIGHTS=random: serving an UNTRAINED model (smoke-test mode)")
+    info = {
+        "arch": cfg.model_arch,
+        "weights": loaded.source,
+        "task": cfg.model_task,
+        "activation": cfg.activation_fn,
+        "num_classes": loaded.num_classes,
+        "untrained": untrained,
+    }
+    return LoadedModel(net, labels, build_preprocess(cfg, loaded.tv_weights), info)

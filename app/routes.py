@@ -1,0 +1,60 @@
+"""HTTP routes: /model_predict, /health, /ready."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, Flask, current_app, jsonify, request
+
+from app.errors import error_response, request_id
+from app.service import Classifier
+from app.uploads import read_images
+
+bp = Blueprint("classify", __name__)
+UNTRAINED_WARNING = "MODEL_WEIGHTS=random: this model is untrained and its answers are meaningless"
+_in_flight: dict[str, float] = {}  # request id -> start time, for gunicorn's worker_abort log
+
+
+def in_flight() -> str:
+    now = time.monotonic()
+    return ", ".join(f"{rid} ({now - t0:.1f}s)" for rid, t0 in list(_in_flight.items()))
+
+
+def classifier() -> Classifier:
+    return current_app.extensions["classifier"]
+
+
+@bp.post("/model_predict")
+def model_predict():
+    clf = classifier()
+    if not clf.ready:
+        return error_response(503, "not_ready", "the model is still loading; retry shortly", {"Retry-After": "5"})
+    blobs, many = read_images(request, clf.cfg.max_images_per_request)
+    rid = request_id()
+    _in_flight[rid] = time.monotonic()
+    try:
+        results = clf.classify(blobs)
+    finally:
+        _in_flight.pop(rid, None)
+    body = {"status": 1, "results": results} if many else results[0]
+    body.update(model=clf.info, request_id=rid)
+    if clf.info["untrained"]:
+        body["warning"] = UNTRAINED_WARNING
+    return jsonify(body)
+
+
+@bp.get("/health")
+def health():
+    return jsonify({"status": "alive"})
+
+
+@bp.get("/ready")
+def ready():
+    clf = classifier()
+    if not clf.ready:
+        return error_response(503, "not_ready", "the model is loading or warming up")
+    return jsonify({"status": "ready", "model": clf.info})
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)

@@ -1,0 +1,172 @@
+"""Gunicorn config for the image classifier:  gunicorn -c gunicorn_conf.py "app:create_app()"
+
+Every setting reads an environment variable and falls back to the documented default.
+The resolved values are logged once at start (see `on_starting`).
+"""
+
+import gc
+import os
+
+from app.gpus import list_gpus, pick_gpu
+
+
+def _env(name, default, cast=str):
+    raw = os.environ.get(name, "")
+    return cast(raw) if raw.strip() else default
+
+
+def _flag(name, default):
+    return _env(name, default, lambda v: v.strip().lower() in ("1", "true", "yes", "on"))
+
+
+def _cores():
+    # sched_getaffinity honours taskset/cpusets; os.cpu_count() would count the whole host.
+    return len(os.sched_getaffinity(0))
+
+
+#
+# Server socket
+#
+#   bind - Where gunicorn listens. Loopback: nginx is the public face (port 8999).
+#          Port 10086 is seed 001's. Use 0.0.0.0:10086 only without nginx in front.
+#   backlog - Connections the kernel queues before accept; past it clients are refused.
+#
+
+bind = _env("BIND", "127.0.0.1:10086")
+backlog = _env("BACKLOG", 2048, int)
+
+#
+# Worker processes
+#
+#   GPUS - Which GPUs to use: "0,1", "none", or empty for every GPU the driver lists.
+#          Counted from /proc, never through CUDA: CUDA must not start in the master.
+#   WORKERS_PER_GPU - Workers (model copies) per GPU, as easy-serve's ProcessPerGPU.
+#   workers - Model copies. With GPUs: len(GPUS) x WORKERS_PER_GPU. On CPU: one per 4
+#          cores, since one worker batching with all its cores beats several small ones
+#          here (README, "Worker classes and counts").
+#   worker_class - gthread (default): threads decode uploads in parallel (Pillow releases
+#          the GIL) while one of them runs the batched forward pass. gevent (seed 001) also
+#          works: the forward pass runs in gevent's thread pool, so the hub keeps serving.
+#   threads - Concurrent requests per gthread worker. They must outnumber MAX_QUEUE +
+#          MAX_BATCH_SIZE, or excess requests wait unseen in gunicorn instead of getting a
+#          quick 503 from the bounded queue.
+#   worker_connections - The same bound for gevent workers.
+#   timeout - Seconds a silent worker lives before the master kills it. It covers model
+#          start-up in the worker (seed 003: CRITICAL WORKER TIMEOUT with the 30 s default)
+#          and the slowest batch. Keep nginx's proxy_read_timeout at least this large.
+#   graceful_timeout - Seconds to finish in-flight requests on restart or stop.
+#          supervisor.conf's stopwaitsecs must exceed it.
+#   keepalive - Idle seconds on a kept-alive connection. Above nginx's upstream
+#          keepalive_timeout (60 s), so nginx never reuses a connection gunicorn just closed
+#          (a POST on it would fail with 502: nginx won't retry non-idempotent requests).
+#   max_requests / max_requests_jitter - Recycle a worker after this many requests (0 =
+#          never); jitter spreads the restarts so workers don't all reload at once.
+#   preload_app - Load the weights once in the master; workers share those pages
+#          copy-on-write (seed 001: -w 4 loads the model four times). Each worker still
+#          starts its own copy (threads, device, warm-up) after fork.
+#
+
+GPUS = list_gpus(os.environ.get("GPUS", ""))
+WORKERS_PER_GPU = _env("WORKERS_PER_GPU", 1, int)
+MAX_QUEUE = _env("MAX_QUEUE", 64, int)
+MAX_BATCH_SIZE = _env("MAX_BATCH_SIZE", 32 if GPUS else 8, int)
+
+workers = _env("WORKERS", len(GPUS) * WORKERS_PER_GPU if GPUS else max(1, _cores() // 4), int)
+worker_class = _env("WORKER_CLASS", "gthread")
+threads = _env("THREADS", MAX_QUEUE + 2 * MAX_BATCH_SIZE, int)
+worker_connections = _env("WORKER_CONNECTIONS", 1000, int)
+timeout = _env("TIMEOUT", 120, int)
+graceful_timeout = _env("GRACEFUL_TIMEOUT", 30, int)
+keepalive = _env("KEEPALIVE", 75, int)
+max_requests = _env("MAX_REQUESTS", 0, int)
+max_requests_jitter = _env("MAX_REQUESTS_JITTER", 0, int)
+preload_app = _flag("PRELOAD", True)
+
+# Settings the app reads. They are exported here because only this file knows the worker
+# count: torch threads per worker = cores // workers, so workers x threads <= cores.
+os.environ.setdefault("MAX_BATCH_SIZE", str(MAX_BATCH_SIZE))
+if not GPUS:
+    os.environ.setdefault("TORCH_THREADS", str(max(1, _cores() // workers)))
+    os.environ.setdefault("OMP_NUM_THREADS", os.environ["TORCH_THREADS"])
+# The master must not run the model (a forked OpenMP pool hangs workers): defer start-up.
+os.environ["DEFER_START"] = "1"
+
+#
+# Logging
+#
+#   accesslog / errorlog - "-" is stdout/stderr; supervisord or Docker collects them.
+#   access_log_format - Adds the request id nginx sets and the time taken (%(D)s, in µs).
+#
+
+accesslog = _env("ACCESS_LOG", "-")
+errorlog = _env("ERROR_LOG", "-")
+loglevel = _env("LOG_LEVEL", "info")
+access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(D)sus rid=%({x-request-id}i)s'
+
+#
+# Server hooks
+#
+#   on_starting - Log the resolved settings once.
+#   pre_fork - In the master, just before each fork: freeze the GC (so collections in the
+#          child don't write to shared pages) and choose the worker's GPU.
+#   post_fork - In the child: re-enable the GC and pin the worker to its GPU before any
+#          CUDA call.
+#   post_worker_init - The app is loaded: start the model here (threads, device, warm-up),
+#          after gevent has patched threading.
+#   worker_abort - The worker hit `timeout`: say which requests it was serving.
+#
+
+# Collections in the master would move objects between generations and dirty the pages
+# the workers share; collect once after loading instead (pre_fork).
+gc.disable()
+
+
+def on_starting(server):
+    server.log.info(
+        "settings: bind=%s workers=%d worker_class=%s threads=%d timeout=%ds graceful_timeout=%ds "
+        "preload=%s gpus=%s workers_per_gpu=%d torch_threads=%s max_batch_size=%s max_queue=%d",
+        bind,
+        workers,
+        worker_class,
+        threads,
+        timeout,
+        graceful_timeout,
+        preload_app,
+        GPUS or "none",
+        WORKERS_PER_GPU,
+        os.environ.get("TORCH_THREADS", "auto"),
+        MAX_BATCH_SIZE,
+        MAX_QUEUE,
+    )
+
+
+def pre_fork(server, worker):
+    gc.collect()
+    gc.freeze()
+    if GPUS:
+        live = [getattr(w, "gpu", None) for w in server.WORKERS.values()]
+        worker.gpu = pick_gpu(GPUS, live, WORKERS_PER_GPU)
+
+
+def post_fork(server, worker):
+    gc.enable()
+    gpu = getattr(worker, "gpu", None)
+    if gpu is not None:
+        # Only this GPU is visible to the worker, as cuda:0.
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    server.log.info("worker %s forked, gpu=%s", worker.pid, "none" if gpu is None else gpu)
+
+
+def post_worker_init(worker):
+    worker.wsgi.extensions["classifier"].start()
+    worker.log.info("worker %s ready", worker.pid)
+
+
+def worker_abort(worker):
+    from app.routes import in_flight
+
+    worker.log.error("worker %s timed out (timeout=%ds) serving: %s", worker.pid, timeout, in_flight() or "no request")
+
+
+def worker_exit(server, worker):
+    server.log.info("worker %s exited", worker.pid)
