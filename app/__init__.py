@@ -5,9 +5,21 @@ gunicorn -c gunicorn_conf.py "app:create_app()"
 
 from __future__ import annotations
 
+import logging
+
 from flask import Flask
 
 from app.config import Config
+
+
+def _log_through_gunicorn() -> None:
+    """Under gunicorn, app logs go to its error log with its format and level."""
+    gunicorn = logging.getLogger("gunicorn.error")
+    ours = logging.getLogger("app")
+    if gunicorn.handlers and not ours.handlers:
+        ours.handlers = list(gunicorn.handlers)
+        ours.setLevel(gunicorn.level)
+        ours.propagate = False
 
 
 def create_app(config: Config | None = None) -> Flask:
@@ -21,6 +33,7 @@ def create_app(config: Config | None = None) -> Flask:
     from app.service import Classifier
     from app.uploads import InMemoryRequest
 
+    _log_through_gunicorn()
     cfg = config or Config.from_env()
     app = Flask(__name__)
     app.request_class = InMemoryRequest

@@ -53,7 +53,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         # Pillow's own I->RGB conversion clips at 255; scale the real range to 8 bits instead.
         pixels = np.asarray(image, dtype=np.float32)
         top = 65535.0 if image.mode.startswith("I;16") else max(float(pixels.max()), 1.0)
-        image = Image.fromarray((pixels * (255.0 / top)).clip(0, 255).astype(np.uint8), "L")
+        image = Image.fromarray((pixels * (255.0 / top)).clip(0, 255).astype(np.uint8))
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

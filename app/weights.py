@@ -54,6 +54,8 @@ def read_checkpoint(path: Path) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # weights_only met a class: a pickled model
+            raise ConfigError(f"{path} is not a readable PyTorch checkpoint: {exc}") from exc
         raise ConfigError(
             f"{path} holds a pickled model object, which can't be loaded safely (weights_only=True). "
             "Re-save it as a state_dict: torch.save(model.state_dict(), 'weights/model.pth')"

@@ -1,0 +1,207 @@
+"""Fixture chain: checkpoints -> config -> app -> client -> helpers; plus real-process helpers.
+
+Tests make their own small checkpoints (random init, saved as users save them) and never reach
+the network. ResNet-18 keeps them quick; the loading code is the same for every depth.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import torch
+from PIL import Image
+from torchvision.models import get_model
+
+from app import create_app
+from app.config import ROOT, Config
+
+VOC_LABELS = str(ROOT / "class_name.json")
+CAT, PERSON = 7, 14  # indices in class_name.json
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("weights")
+
+
+@pytest.fixture(scope="session")
+def imagenet_ckpt(weights_dir) -> Path:
+    """A ResNet-18 with an ImageNet-sized head, saved as a plain state_dict."""
+    torch.manual_seed(0)
+    path = weights_dir / "r18_1000.pth"
+    torch.save(get_model("resnet18", num_classes=1000).state_dict(), path)
+    return path
+
+
+def voc_state(bias: dict[int, float], default: float = -8.0) -> dict:
+    """A 20-class ResNet-18 whose head makes chosen classes fire whatever the image."""
+    torch.manual_seed(1)
+    net = get_model("resnet18", num_classes=20)
+    with torch.no_grad():
+        net.fc.weight.mul_(0.001)
+        net.fc.bias.fill_(default)
+        for index, value in bias.items():
+            net.fc.bias[index] = value
+    return net.state_dict()
+
+
+@pytest.fixture(scope="session")
+def voc_ckpt(weights_dir) -> Path:
+    """Multi-label VOC model: Cat (sigmoid ~0.9999) and Person (~0.95) above 0.5, rest ~0."""
+    path = weights_dir / "r18_voc.pth"
+    torch.save({"epoch": 12, "state_dict": voc_state({CAT: 9.0, PERSON: 3.0})}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def voc_none_ckpt(weights_dir) -> Path:
+    """Multi-label VOC model that sees nothing: every class far below the threshold."""
+    path = weights_dir / "r18_voc_none.pth"
+    torch.save(voc_state({}), path)
+    return path
+
+
+# --- config -> app -> client -----------------------------------------------------------------
+
+
+def make_config(weights: Path, **overrides) -> Config:
+    base = {"model_arch": "resnet18", "model_weights": str(weights), "max_batch_size": 4, "warmup": False}
+    return Config(**(base | overrides)).validated()
+
+
+@pytest.fixture(scope="session")
+def multiclass_app(imagenet_ckpt):
+    return create_app(make_config(imagenet_ckpt))
+
+
+@pytest.fixture(scope="session")
+def voc_app(voc_ckpt):
+    return create_app(make_config(voc_ckpt, model_labels=VOC_LABELS, model_task="multilabel"))
+
+
+@pytest.fixture
+def app(multiclass_app):
+    return multiclass_app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+# --- images ----------------------------------------------------------------------------------
+
+
+def photo(size: tuple[int, int] = (600, 400), seed: int = 0) -> Image.Image:
+    """A smooth, photo-like RGB image (gradients + mild noise), deterministic per seed."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([x / w, y / h, (x + y) / (w + h)], axis=-1) * 200 + 20
+    noisy = base + rng.normal(0, 8, base.shape)
+    return Image.fromarray(noisy.clip(0, 255).astype(np.uint8))
+
+
+def encode(image: Image.Image, fmt: str = "JPEG", **kwargs) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kwargs)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def jpeg_bytes() -> bytes:
+    return encode(photo(), "JPEG", quality=90)
+
+
+@pytest.fixture(scope="session")
+def png_bytes() -> bytes:
+    return encode(photo((320, 480), seed=3), "PNG")
+
+
+# --- real processes --------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def venv_bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} was ready")
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} not ready after {timeout}s")
+
+
+def spawn(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    """Start a process in its own session so teardown can kill its whole tree."""
+    out = open(log, "wb")  # noqa: SIM115 - closed by stop()
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    proc.log_file = out
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    # Reap stragglers left in the group (workers whose master was killed).
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.log_file.close()
+
+
+def start_gunicorn(env: dict, log: Path, extra_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {"BIND": f"127.0.0.1:{port}", "ACCESS_LOG": "-", **env}
+    cmd = [venv_bin("gunicorn"), "-c", "gunicorn_conf.py", *extra_args, "app:create_app()"]
+    proc = spawn(cmd, env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url + "/ready", proc)
+    except (RuntimeError, TimeoutError):
+        stop(proc)
+        raise RuntimeError(f"gunicorn did not start:\n{log.read_text()[-3000:]}") from None
+    return proc, url
+
+
+def assert_same_predictions(got: list[dict], want: list[dict], tol: float = 1e-4) -> None:
+    """Same classes in the same order, scores within `tol` (batch size changes float rounding)."""
+    assert [p["index"] for p in got] == [p["index"] for p in want]
+    for g, w in zip(got, want, strict=True):
+        assert abs(g["score"] - w["score"]) <= tol, (g, w)

@@ -1,0 +1,117 @@
+"""Model loading: checkpoint layouts users really have, labels, ImageNet weights, random mode."""
+
+import json
+
+import pytest
+import torch
+from torchvision.models import get_model
+
+from app.config import ConfigError
+from app.model import load_labels, load_model
+from app.weights import cached_path, imagenet_weights
+from tests.conftest import VOC_LABELS, make_config, voc_state
+
+
+@pytest.fixture(scope="module")
+def voc_sd():
+    return voc_state({7: 9.0})
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        pytest.param(lambda sd: sd, id="plain-state-dict"),
+        pytest.param(lambda sd: {"state_dict": sd, "epoch": 3}, id="state_dict-key"),
+        pytest.param(lambda sd: {"model": sd, "optimizer": {}}, id="model-key"),
+        pytest.param(lambda sd: {f"module.{k}": v for k, v in sd.items()}, id="dataparallel-prefix"),
+    ],
+)
+def test_checkpoint_layouts_load_to_the_same_network(tmp_path, voc_sd, wrap):
+    path = tmp_path / "ckpt.pth"
+    torch.save(wrap(voc_sd), path)
+    model = load_model(make_config(path, model_labels=VOC_LABELS, fuse=False, channels_last=False))
+    assert model.info["num_classes"] == 20 and model.labels[7] == "Cat"
+    for name, tensor in model.net.state_dict().items():
+        assert torch.equal(tensor, voc_sd[name]), name
+
+
+def test_pickled_model_is_refused_with_the_fix(tmp_path):
+    path = tmp_path / "full.pth"
+    torch.save(get_model("resnet18", num_classes=20), path)
+    with pytest.raises(ConfigError, match=r"torch.save\(model.state_dict\(\)"):
+        load_model(make_config(path))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"not a checkpoint at all", "is not a readable PyTorch checkpoint"),
+        (None, "no such checkpoint"),
+    ],
+)
+def test_unreadable_checkpoints(tmp_path, content, message):
+    path = tmp_path / "bad.pth"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message):
+        load_model(make_config(path))
+
+
+def test_checkpoint_of_another_arch_names_the_setting(imagenet_ckpt):
+    with pytest.raises(ConfigError, match="Set MODEL_ARCH to the architecture"):
+        load_model(make_config(imagenet_ckpt, model_arch="resnet50"))
+
+
+def test_labels_count_must_match_the_head(imagenet_ckpt):
+    with pytest.raises(ConfigError, match="has 20 labels but the model has 1000 outputs"):
+        load_model(make_config(imagenet_ckpt, model_labels=VOC_LABELS))
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ({"0": "a", "2": "b"}, "keys must be 0..1 with no gaps"),
+        ({"zero": "a"}, "keys must be class indices"),
+        ("just a string", "must hold a JSON object or list"),
+    ],
+)
+def test_bad_labels_files(tmp_path, labels, message):
+    path = tmp_path / "labels.json"
+    path.write_text(json.dumps(labels))
+    with pytest.raises(ConfigError, match=message):
+        load_labels(str(path), 2)
+
+
+def test_labels_as_a_list(tmp_path):
+    path = tmp_path / "labels.json"
+    path.write_text(json.dumps(["cat", "dog"]))
+    assert load_labels(str(path), 2) == ["cat", "dog"]
+
+
+def test_imagenet_weights_load_from_the_cache_offline(tmp_path, monkeypatch):
+    """MODEL_WEIGHTS=imagenet reads torchvision's file from weights/; its transforms and labels come too."""
+    weights = imagenet_weights("resnet18")
+    target = cached_path(str(tmp_path), weights)
+    target.parent.mkdir(parents=True)
+    torch.save(get_model("resnet18").state_dict(), target)
+    model = load_model(make_config("imagenet", model_weights="imagenet", weights_dir=str(tmp_path)))
+    assert model.info["weights"] == "imagenet:ResNet18_Weights.IMAGENET1K_V1"
+    assert model.labels[281] == "tabby" and len(model.labels) == 1000
+    assert model.preprocess.input_size == 224 and model.preprocess.min_decode_size == 256
+
+
+def test_random_weights_are_explicit_and_marked(caplog):
+    model = load_model(make_config("random", model_weights="random"))
+    assert model.info["untrained"] is True and model.info["weights"] == "random"
+    assert "UNTRAINED" in caplog.text
+
+
+def test_fused_network_matches_eager(imagenet_ckpt):
+    """Folding batch norm and channels_last change the arithmetic, not the answer."""
+    fused = load_model(make_config(imagenet_ckpt)).net
+    eager = load_model(make_config(imagenet_ckpt, fuse=False, channels_last=False)).net
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            fused(x.contiguous(memory_format=torch.channels_last)), eager(x), atol=1e-4, rtol=1e-4
+        )

@@ -1,0 +1,188 @@
+"""HTTP API through Flask's test client: inputs accepted, bad inputs refused with status + message."""
+
+import base64
+import io
+import logging
+
+import pytest
+
+from app import create_app
+from app.service import Classifier
+from tests.conftest import VOC_LABELS, assert_same_predictions, encode, make_config, photo
+
+
+def upload(data: bytes, name: str = "x.jpg", field: str = "image"):
+    return {field: (io.BytesIO(data), name)}
+
+
+def test_multipart_upload_as_seed_001(client, jpeg_bytes):
+    r = client.post("/model_predict", data=upload(jpeg_bytes), content_type="multipart/form-data")
+    body = r.get_json()
+    assert r.status_code == 200 and body["status"] == 1
+    assert len(body["result"]) == 5 and body["result"] == [p["label"] for p in body["predictions"]]
+    assert body["model"]["arch"] == "resnet18" and body["model"]["untrained"] is False
+    assert body["request_id"] == r.headers["X-Request-ID"]
+
+
+def test_several_parts_are_answered_in_order(client, jpeg_bytes, png_bytes):
+    data = {
+        "image": [
+            (io.BytesIO(jpeg_bytes), "a.jpg"),
+            (io.BytesIO(png_bytes), "b.png"),
+            (io.BytesIO(jpeg_bytes), "c.jpg"),
+        ]
+    }
+    r = client.post("/model_predict", data=data, content_type="multipart/form-data")
+    results = r.get_json()["results"]
+    assert r.status_code == 200 and len(results) == 3
+    assert_same_predictions(results[0]["predictions"], results[2]["predictions"])
+    assert results[0]["result"] != results[1]["result"]
+
+
+def test_raw_body_and_json_give_the_same_answer(client, jpeg_bytes):
+    raw = client.post("/model_predict", data=jpeg_bytes, content_type="image/jpeg").get_json()
+    b64 = base64.b64encode(jpeg_bytes).decode()
+    as_json = client.post("/model_predict", json={"image": b64}).get_json()
+    as_uri = client.post("/model_predict", json={"image": "data:image/jpeg;base64," + b64}).get_json()
+    as_list = client.post("/model_predict", json={"images": [b64, b64]}).get_json()
+    assert raw["predictions"] == as_json["predictions"] == as_uri["predictions"]
+    assert_same_predictions(as_list["results"][1]["predictions"], raw["predictions"])
+
+
+TOO_BIG = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def small_limit_client(imagenet_ckpt):
+    return create_app(make_config(imagenet_ckpt, max_upload_bytes=TOO_BIG, max_images_per_request=2)).test_client()
+
+
+BAD_INPUTS = [
+    # (id, request kwargs, status, error code, message fragment)
+    ("no-body", {}, 400, "no_image", "send multipart/form-data with a file field 'image'"),
+    ("wrong-field", {"data": upload(b"x", field="file")}, 400, "no_image", "(got fields: file)"),
+    (
+        "text-field",
+        {"data": {"image": "not a file"}, "content_type": "multipart/form-data"},
+        400,
+        "no_image",
+        "no file field 'image'",
+    ),
+    ("not-an-image", {"data": upload(b"hello world", "x.txt")}, 400, "not_an_image", "not an image format"),
+    ("empty-file", {"data": upload(b"")}, 400, "empty_image", "the image is empty"),
+    ("truncated", {"data": upload(encode(photo(), "JPEG")[:3000])}, 400, "corrupt_image", "corrupt or truncated"),
+    ("text/plain", {"data": b"hi", "content_type": "text/plain"}, 415, "unsupported_media_type", "text/plain"),
+    ("bad-json", {"data": b"{nope", "content_type": "application/json"}, 400, "invalid_json", "not a JSON"),
+    ("json-no-image", {"json": {"picture": "x"}}, 400, "no_image", "'images' (list)"),
+    ("bad-base64", {"json": {"image": "***"}}, 400, "invalid_base64", "image is not valid base64"),
+    ("base64-not-str", {"json": {"images": [1]}}, 400, "invalid_base64", "images[0] must be a base64 string"),
+    (
+        "too-large",
+        {"data": b"\xff" * (TOO_BIG + 1), "content_type": "image/jpeg"},
+        413,
+        "request_entity_too_large",
+        "exceeds the capacity limit",
+    ),
+    ("too-many", {"json": {"images": ["aGk="] * 3}}, 413, "too_many_images", "the limit is 2"),
+]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "code", "message"), [b[1:] for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS]
+)
+def test_bad_inputs(small_limit_client, kwargs, status, code, message):
+    r = small_limit_client.post("/model_predict", **kwargs)
+    body = r.get_json()
+    assert (r.status_code, body["error"]) == (status, code), body
+    assert message in body["message"] and body["status"] == 0 and body["request_id"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [
+        ("get", "/model_predict", 405, "method_not_allowed"),
+        ("post", "/predict", 404, "not_found"),
+        ("delete", "/ready", 405, "method_not_allowed"),
+    ],
+)
+def test_wrong_routes_are_json(client, method, path, status, code):
+    r = getattr(client, method)(path)
+    assert r.status_code == status and r.get_json()["error"] == code
+
+
+def test_unexpected_errors_are_generic_500s_logged_with_the_request_id(app, client, jpeg_bytes, monkeypatch, caplog):
+    def explode(blobs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(app.extensions["classifier"], "classify", explode)
+    with caplog.at_level(logging.ERROR):
+        r = client.post("/model_predict", data=upload(jpeg_bytes), headers={"X-Request-ID": "req-42"})
+    assert r.status_code == 500 and r.get_json()["request_id"] == "req-42"
+    assert "secret" not in r.get_data(as_text=True)
+    assert "req-42" in caplog.text and "RuntimeError: secret internals" in caplog.text
+
+
+@pytest.mark.parametrize("bad_id", ["bad id; drop", "x" * 200, "<script>"])
+def test_hostile_request_ids_are_replaced(client, bad_id):
+    r = client.get("/health", headers={"X-Request-ID": bad_id})
+    assert r.headers["X-Request-ID"] != bad_id and len(r.headers["X-Request-ID"]) == 32
+
+
+def multipart_body(data: bytes, boundary: str = "b0undary") -> tuple[bytes, str]:
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="big.png"\r\n'
+        "Content-Type: image/png\r\n\r\n"
+    ).encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def test_uploads_never_touch_the_disk(client, monkeypatch):
+    """Werkzeug spools form files over 500 KB to temp files unless told otherwise."""
+    import werkzeug.formparser
+
+    def no_disk(*args, **kwargs):
+        raise AssertionError("an upload was written to disk")
+
+    monkeypatch.setattr(werkzeug.formparser, "SpooledTemporaryFile", no_disk)
+    big = encode(photo((2000, 1500)), "PNG")
+    assert len(big) > 500_000
+    body, content_type = multipart_body(big)
+    assert client.post("/model_predict", data=body, content_type=content_type).status_code == 200
+
+
+def test_health_and_readiness(imagenet_ckpt):
+    app = create_app(make_config(imagenet_ckpt, defer_start=True))
+    client = app.test_client()
+    assert client.get("/health").status_code == 200
+    assert client.get("/ready").status_code == 503
+    assert client.post("/model_predict", data=b"x", content_type="image/jpeg").status_code == 503
+    app.extensions["classifier"].start()
+    assert client.get("/ready").get_json()["status"] == "ready"
+
+
+def test_random_weights_are_marked_in_every_answer(jpeg_bytes):
+    client = create_app(make_config("random", model_weights="random")).test_client()
+    body = client.post("/model_predict", data=jpeg_bytes, content_type="image/jpeg").get_json()
+    assert body["model"]["untrained"] is True and "untrained" in body["warning"]
+
+
+def test_multilabel_returns_classes_above_threshold_highest_first(voc_app, jpeg_bytes):
+    body = voc_app.test_client().post("/model_predict", data=upload(jpeg_bytes)).get_json()
+    assert body["status"] == 1 and body["result"] == ["Cat", "Person"]
+    assert body["predictions"][0]["score"] > body["predictions"][1]["score"] > 0.5
+
+
+def test_multilabel_with_nothing_found_says_no_categories(voc_none_ckpt, jpeg_bytes):
+    cfg = make_config(voc_none_ckpt, model_labels=VOC_LABELS, model_task="multilabel")
+    body = create_app(cfg).test_client().post("/model_predict", data=upload(jpeg_bytes)).get_json()
+    assert body["status"] == 0 and body["result"] == "No Categories"
+
+
+def test_raw_output_thresholding_as_seed_001(voc_ckpt, jpeg_bytes):
+    cfg = make_config(voc_ckpt, model_labels=VOC_LABELS, model_task="multilabel", activation="none", threshold=5.0)
+    body = create_app(cfg).test_client().post("/model_predict", data=upload(jpeg_bytes)).get_json()
+    assert body["result"] == ["Cat"] and body["predictions"][0]["score"] == pytest.approx(9.0, abs=0.1)
+
+
+def test_classifier_is_the_one_in_extensions(app):
+    assert isinstance(app.extensions["classifier"], Classifier)
