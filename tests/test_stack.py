@@ -1,0 +1,209 @@
+"""The whole stack as real processes on loopback: supervisord -> gunicorn (:10086) + nginx (:8999).
+
+It runs the repository's own supervisor.conf and nginx.conf, the command the Docker image
+runs, so the ports are the real ones. Faults are injected with kill -9, as in production.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+
+import psutil
+import pytest
+import requests
+
+from app.config import ROOT
+from tests.conftest import encode, free_port, photo, spawn, stop, venv_bin, wait_ready
+
+NGINX = "http://127.0.0.1:8999"
+GUNICORN = "http://127.0.0.1:10086"
+CTL = [venv_bin("supervisorctl"), "-c", str(ROOT / "supervisor.conf")]
+
+
+def ctl(*args: str) -> str:
+    return subprocess.run([*CTL, *args], capture_output=True, text=True, timeout=60).stdout
+
+
+def master_pid() -> int:
+    return int(ctl("pid", "our_app").strip())
+
+
+def worker_pids() -> list[int]:
+    return [p.pid for p in psutil.Process(master_pid()).children() if "gunicorn" in " ".join(p.cmdline())]
+
+
+@pytest.fixture(scope="module")
+def stack(imagenet_ckpt, tmp_path_factory):
+    for port in (8999, 10086):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/health", timeout=1)
+    env = {
+        "MODEL_ARCH": "resnet18",
+        "MODEL_WEIGHTS": str(imagenet_ckpt),
+        "WORKERS": "2",
+        "PATH": f"{os.path.dirname(venv_bin('python'))}:{os.environ['PATH']}",
+    }
+    log = tmp_path_factory.mktemp("stack") / "supervisord.out"
+    proc = spawn([venv_bin("supervisord"), "-n", "-c", str(ROOT / "supervisor.conf")], env, log)
+    try:
+        wait_ready(NGINX + "/ready", proc)
+        wait_ready(GUNICORN + "/ready", proc)
+        yield proc
+    finally:
+        ctl("shutdown")
+        stop(proc)
+
+
+def predict(base: str, data: bytes, **kwargs) -> requests.Response:
+    return requests.post(base + "/model_predict", files={"image": ("img.jpg", data)}, timeout=60, **kwargs)
+
+
+class Load:
+    """Clients posting continuously until stopped; every response is recorded."""
+
+    def __init__(self, data: bytes, clients: int = 4):
+        self.data, self.stopped, self.results = data, threading.Event(), []
+        self.threads = [threading.Thread(target=self.run) for _ in range(clients)]
+
+    def run(self):
+        while not self.stopped.is_set():
+            try:
+                r = predict(NGINX, self.data)
+                self.results.append((time.monotonic(), r.status_code, r.headers.get("Content-Type", ""), r.text))
+            except requests.RequestException as exc:  # a client-visible failure is data too
+                self.results.append((time.monotonic(), None, "", str(exc)))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        for t in self.threads:
+            t.join(60)
+
+    def failures(self):
+        return [r for r in self.results if r[1] != 200]
+
+
+def wait_until(condition, timeout: float = 60, step: float = 0.25):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return False
+
+
+def assert_json_502s(failures):
+    for _, status, content_type, text in failures:
+        assert status == 502 and content_type == "application/json", (status, text[:200])
+        assert '"error": "bad_gateway"' in text
+
+
+def test_nginx_and_gunicorn_give_the_same_answer(stack, jpeg_bytes):
+    via_nginx = predict(NGINX, jpeg_bytes, headers={"X-Request-ID": "trace-123"})
+    direct = predict(GUNICORN, jpeg_bytes)
+    assert via_nginx.status_code == direct.status_code == 200
+    assert via_nginx.json()["predictions"] == direct.json()["predictions"]
+    assert via_nginx.headers["X-Request-ID"] == via_nginx.json()["request_id"] == "trace-123"
+
+
+def test_nginx_generates_a_request_id_the_app_sees(stack, jpeg_bytes):
+    r = predict(NGINX, jpeg_bytes)
+    assert (
+        re.fullmatch(r"[0-9a-f]{32}", r.headers["X-Request-ID"]) and r.json()["request_id"] == r.headers["X-Request-ID"]
+    )
+
+
+def test_a_phone_photo_passes_nginx(stack):
+    photo_12mp = encode(photo((4032, 3024), seed=9), "JPEG", quality=95)
+    assert len(photo_12mp) > 2_000_000  # over nginx's 1 MB default
+    assert predict(NGINX, photo_12mp).status_code == 200
+
+
+def test_too_large_for_nginx_is_json_413(stack):
+    r = requests.post(
+        NGINX + "/model_predict", data=b"\0" * (21 * 1024 * 1024), headers={"Content-Type": "image/jpeg"}, timeout=60
+    )
+    assert r.status_code == 413 and r.json()["error"] == "request_entity_too_large"
+
+
+def test_apachebench_multipart_through_nginx(stack, tmp_path, jpeg_bytes):
+    image = tmp_path / "web.jpg"
+    image.write_bytes(jpeg_bytes)
+    out = subprocess.run(
+        [str(ROOT / "scripts" / "ab_multipart.sh"), str(image), NGINX + "/model_predict", "100", "8"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    ).stdout
+    assert "Complete requests:      100" in out and "Failed requests:        0" in out, out
+    assert "Non-2xx" not in out
+
+
+def test_failover_to_a_live_backend(stack, tmp_path, jpeg_bytes):
+    """A copy of nginx.conf whose upstream lists a dead backend first: nobody sees it."""
+    port, dead = free_port(), free_port()
+    conf = (ROOT / "nginx.conf").read_text()
+    conf = conf.replace("listen 8999;", f"listen 127.0.0.1:{port};")
+    conf = conf.replace(
+        "        server 127.0.0.1:10086",
+        f"        server 127.0.0.1:{dead} max_fails=3 fail_timeout=10s;\n        server 127.0.0.1:10086",
+    )
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "nginx.conf").write_text(conf)
+    proc = spawn(
+        ["nginx", "-e", "stderr", "-p", f"{tmp_path}/", "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
+        {},
+        tmp_path / "nginx.out",
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/ready", proc, timeout=20)
+        statuses = Counter(predict(f"http://127.0.0.1:{port}", jpeg_bytes).status_code for _ in range(10))
+    finally:
+        stop(proc)
+    assert statuses == {200: 10}
+    assert f"127.0.0.1:{dead}, 127.0.0.1:10086" in (tmp_path / "logs" / "access.log").read_text()
+
+
+def test_kill_9_a_worker_under_load(stack, jpeg_bytes):
+    before = worker_pids()
+    assert len(before) == 2
+    with Load(jpeg_bytes, clients=4) as load:
+        time.sleep(1.5)
+        os.kill(before[0], signal.SIGKILL)
+        assert wait_until(lambda: len(worker_pids()) == 2 and before[0] not in worker_pids())
+        time.sleep(3)
+    assert len(load.results) > 20
+    failures = load.failures()
+    assert len(failures) <= 4  # at most what that worker had in flight (4 clients)
+    assert_json_502s(failures)
+    assert load.results[-1][1] == 200
+
+
+def test_kill_9_the_master_under_load(stack, jpeg_bytes):
+    old_master = master_pid()
+    with Load(jpeg_bytes, clients=2) as load:
+        time.sleep(1)
+        os.kill(old_master, signal.SIGKILL)
+        assert wait_until(lambda: "RUNNING" in ctl("status", "our_app") and master_pid() != old_master, 90)
+        assert wait_until(lambda: requests.get(GUNICORN + "/ready", timeout=5).status_code == 200, 90)
+        time.sleep(2)
+    assert_json_502s(load.failures())
+    assert load.results[-1][1] == 200  # back without any manual step
+
+
+def test_supervisorctl_stop_and_start(stack, jpeg_bytes):
+    assert "stopped" in ctl("stop", "our_app")
+    assert "STOPPED" in ctl("status", "our_app")
+    down = predict(NGINX, jpeg_bytes)
+    assert down.status_code == 502 and down.json()["error"] == "bad_gateway"
+    assert "started" in ctl("start", "our_app")
+    wait_ready(NGINX + "/ready")
+    assert predict(NGINX, jpeg_bytes).status_code == 200
