@@ -15,7 +15,7 @@ import torch
 from app.batching import Batcher, run_here
 from app.config import Config
 from app.decode import decode_image
-from app.infer import Engine, cpu_threads
+from app.infer import Engine, cpu_threads, release_free_memory
 from app.model import LoadedModel
 from app.postprocess import activate, describe
 
@@ -55,6 +55,7 @@ class Classifier:
         self.engine = Engine(self.model.net, cfg)
         if cfg.warmup:
             self.engine.warm_up(cfg.max_batch_size, self.model.preprocess.input_size)
+            release_free_memory()
         self.offload = blocking_offload()
         self.batcher = Batcher(
             self._run_batch,

@@ -6,25 +6,20 @@ the network. ResNet-18 keeps them quick; the loading code is the same for every 
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 import torch
 from PIL import Image
 from torchvision.models import get_model
 
 from app import create_app
 from app.config import ROOT, Config
+
+# Real processes: the helpers are shared with the bench and memory scripts.
+from scripts.procs import free_port, spawn, start_gunicorn, start_nginx, stop, venv_bin, wait_ready  # noqa: F401
 
 VOC_LABELS = str(ROOT / "class_name.json")
 CAT, PERSON = 7, 14  # indices in class_name.json
@@ -130,74 +125,6 @@ def jpeg_bytes() -> bytes:
 @pytest.fixture(scope="session")
 def png_bytes() -> bytes:
     return encode(photo((320, 480), seed=3), "PNG")
-
-
-# --- real processes --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def venv_bin(name: str) -> str:
-    return str(Path(sys.executable).parent / name)
-
-
-def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before {url} was ready")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.25)
-    raise TimeoutError(f"{url} not ready after {timeout}s")
-
-
-def spawn(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
-    """Start a process in its own session so teardown can kill its whole tree."""
-    out = open(log, "wb")  # noqa: SIM115 - closed by stop()
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    proc.log_file = out
-    return proc
-
-
-def stop(proc: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    # Reap stragglers left in the group (workers whose master was killed).
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.log_file.close()
-
-
-def start_gunicorn(env: dict, log: Path, extra_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {"BIND": f"127.0.0.1:{port}", "ACCESS_LOG": "-", **env}
-    cmd = [venv_bin("gunicorn"), "-c", "gunicorn_conf.py", *extra_args, "app:create_app()"]
-    proc = spawn(cmd, env, log)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url + "/ready", proc)
-    except (RuntimeError, TimeoutError):
-        stop(proc)
-        raise RuntimeError(f"gunicorn did not start:\n{log.read_text()[-3000:]}") from None
-    return proc, url
 
 
 def assert_same_predictions(got: list[dict], want: list[dict], tol: float = 1e-4) -> None:

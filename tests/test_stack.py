@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from app.config import ROOT
-from tests.conftest import encode, free_port, photo, spawn, stop, venv_bin, wait_ready
+from tests.conftest import encode, free_port, photo, spawn, start_nginx, stop, venv_bin, wait_ready
 
 NGINX = "http://127.0.0.1:8999"
 GUNICORN = "http://127.0.0.1:10086"
@@ -148,28 +148,15 @@ def test_apachebench_multipart_through_nginx(stack, tmp_path, jpeg_bytes):
 
 
 def test_failover_to_a_live_backend(stack, tmp_path, jpeg_bytes):
-    """A copy of nginx.conf whose upstream lists a dead backend first: nobody sees it."""
-    port, dead = free_port(), free_port()
-    conf = (ROOT / "nginx.conf").read_text()
-    conf = conf.replace("listen 8999;", f"listen 127.0.0.1:{port};")
-    conf = conf.replace(
-        "        server 127.0.0.1:10086",
-        f"        server 127.0.0.1:{dead} max_fails=3 fail_timeout=10s;\n        server 127.0.0.1:10086",
-    )
-    (tmp_path / "logs").mkdir()
-    (tmp_path / "nginx.conf").write_text(conf)
-    proc = spawn(
-        ["nginx", "-e", "stderr", "-p", f"{tmp_path}/", "-c", str(tmp_path / "nginx.conf"), "-g", "daemon off;"],
-        {},
-        tmp_path / "nginx.out",
-    )
+    """The repo's nginx.conf with a dead backend listed first: nobody sees it."""
+    dead = f"127.0.0.1:{free_port()}"
+    proc, url = start_nginx(tmp_path, [dead, "127.0.0.1:10086"])
     try:
-        wait_ready(f"http://127.0.0.1:{port}/ready", proc, timeout=20)
-        statuses = Counter(predict(f"http://127.0.0.1:{port}", jpeg_bytes).status_code for _ in range(10))
+        statuses = Counter(predict(url, jpeg_bytes).status_code for _ in range(10))
     finally:
         stop(proc)
     assert statuses == {200: 10}
-    assert f"127.0.0.1:{dead}, 127.0.0.1:10086" in (tmp_path / "logs" / "access.log").read_text()
+    assert f"{dead}, 127.0.0.1:10086" in (tmp_path / "logs" / "access.log").read_text()
 
 
 def test_kill_9_a_worker_under_load(stack, jpeg_bytes):

@@ -1,0 +1,98 @@
+"""Starting and stopping the real programs (gunicorn, nginx) on loopback, for tests and benches.
+
+Every process starts in its own session so that `stop` can kill its whole tree: a gunicorn
+master's workers, or an nginx master's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def venv_bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def wait_ready(url: str, proc: subprocess.Popen | None = None, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} was ready")
+        with contextlib.suppress(requests.ConnectionError, requests.Timeout):
+            if requests.get(url, timeout=5).status_code == 200:
+                return
+        time.sleep(0.25)
+    raise TimeoutError(f"{url} not ready after {timeout}s")
+
+
+def spawn(cmd: list[str], env: dict, log: Path | str) -> subprocess.Popen:
+    out = open(log, "wb")  # noqa: SIM115 - closed by stop()
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    proc.log_file = out
+    return proc
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """TERM the process group (graceful), then KILL whatever is left in it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(30)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.log_file.close()
+
+
+def start_gunicorn(env: dict, log: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    port = port or free_port()
+    env = {"BIND": f"127.0.0.1:{port}", **env}
+    proc = spawn([venv_bin("gunicorn"), "-c", "gunicorn_conf.py", "app:create_app()"], env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url + "/ready", proc)
+    except (RuntimeError, TimeoutError):
+        stop(proc)
+        raise RuntimeError(f"gunicorn did not start:\n{Path(log).read_text()[-3000:]}") from None
+    return proc, url
+
+
+def render_nginx_conf(listen_port: int, backends: list[str]) -> str:
+    """The repo's nginx.conf, listening on loopback:listen_port and proxying to `backends`."""
+    conf = (ROOT / "nginx.conf").read_text()
+    servers = "".join(f"        server {b} max_fails=3 fail_timeout=10s;\n" for b in backends)
+    conf = conf.replace("        server 127.0.0.1:10086 max_fails=3 fail_timeout=10s;\n", servers)
+    return conf.replace("listen 8999;", f"listen 127.0.0.1:{listen_port};")
+
+
+def start_nginx(prefix: Path, backends: list[str]) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    (prefix / "logs").mkdir(parents=True, exist_ok=True)
+    (prefix / "nginx.conf").write_text(render_nginx_conf(port, backends))
+    proc = spawn(
+        ["nginx", "-e", "stderr", "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
+        {},
+        prefix / "nginx.out",
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url + "/health", proc, timeout=20)
+    return proc, url
