@@ -18,6 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from app.errors import APIError
@@ -65,11 +66,30 @@ class Batcher:
         self.max_delay_s, self.timeout_s = max_delay_s, timeout_s
         self._cond = threading.Condition()
         self._queue: deque[_Job] = deque()
+        self._preparing = 0  # admitted, still being decoded
         self._busy = False
         self.batches_run = 0  # for tests and metrics
 
     def queued(self) -> int:
         return len(self._queue)
+
+    def check_capacity(self) -> None:
+        """Refuse at once when full, before the request's body is even read."""
+        if self._preparing + len(self._queue) >= self.max_queue:
+            raise Overloaded()
+
+    @contextmanager
+    def admit(self, n: int):
+        """Hold `n` places while their images are decoded, so decoding counts as waiting."""
+        with self._cond:
+            if self._preparing + len(self._queue) + n > self.max_queue:
+                raise Overloaded()
+            self._preparing += n
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._preparing -= n
 
     def submit(self, items: Sequence) -> list:
         """Run `items` through the model, batched with other requests; results in order."""

@@ -56,7 +56,7 @@ class Config:
     channels_last: bool = True
     fuse: bool = True  # fold batch norm into the convolutions (torch.fx)
     torch_threads: int = 0  # 0 = cores // workers
-    max_batch_size: int = 8
+    max_batch_size: int = 4  # gunicorn_conf.py raises it to 32 on GPUs
     max_batch_delay_ms: float = 0.0
     max_queue: int = 64
     request_timeout_s: float = 30.0

@@ -11,6 +11,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -78,7 +79,8 @@ def release_free_memory() -> None:
 class Engine:
     """A ready-to-run network: `engine(batch) -> float32 logits as numpy`."""
 
-    def __init__(self, net: torch.nn.Module, cfg: Config):
+    def __init__(self, net: torch.nn.Module, cfg: Config, normalize: Callable[[torch.Tensor], torch.Tensor]):
+        self.normalize = normalize  # uint8 batch -> float input, on the device
         self.device = pick_device(cfg.device)
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
         if self.device.type == "cpu" and self.dtype is torch.float16:
@@ -96,7 +98,9 @@ class Engine:
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> np.ndarray:
-        x = batch.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
+        """uint8 NCHW images -> float32 logits."""
+        x = self.normalize(batch.to(self.device, non_blocking=True))
+        x = x.contiguous(memory_format=self.memory_format)
         with self._autocast():
             out = self.net(x)
         return out.float().cpu().numpy()
@@ -105,6 +109,6 @@ class Engine:
         """Run the shapes we will serve so the first real request isn't the slow one."""
         for n in sorted({1, max_batch_size}):
             for _ in range(2):
-                self(torch.zeros(n, 3, input_size, input_size))
+                self(torch.zeros(n, 3, input_size, input_size, dtype=torch.uint8))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)

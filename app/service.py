@@ -52,7 +52,7 @@ class Classifier:
             return
         cfg = self.cfg
         torch.set_num_threads(cpu_threads(cfg.torch_threads))
-        self.engine = Engine(self.model.net, cfg)
+        self.engine = Engine(self.model.net, cfg, self.model.preprocess.normalize)
         if cfg.warmup:
             self.engine.warm_up(cfg.max_batch_size, self.model.preprocess.input_size)
             release_free_memory()
@@ -84,7 +84,8 @@ class Classifier:
         return [activate(row, self.cfg.activation_fn) for row in logits]
 
     def classify(self, blobs: list[bytes]) -> list[dict]:
-        tensors = [self.offload(self.prepare, data) for data in blobs]
+        with self.batcher.admit(len(blobs)):
+            tensors = [self.offload(self.prepare, data) for data in blobs]
         rows = self.batcher.submit(tensors)
         cfg = self.cfg
         return [describe(row, self.model.labels, cfg.model_task, cfg.top_k, cfg.threshold) for row in rows]

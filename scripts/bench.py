@@ -6,7 +6,9 @@ Writes bench/out/report.md, bench/out/chart.png and bench/out/results.json.
   (the same Classifier code: decode in a thread pool overlapping the batched forward).
 - Stack: ApacheBench with a multipart body (scripts/ab_multipart.sh) through the repo's
   nginx.conf to gunicorn_conf.py, at concurrency 1, 4, 8, 16.
-- Baseline: plain sync gunicorn -w 2, one torch thread, batch 1, eager model, full decode.
+- Ceiling settings: all cores in the one process, batch 8, same model/precision/options.
+- Baseline: seed 001's app (scripts/baseline_app.py) under plain sync gunicorn -w 2 with
+  OMP_NUM_THREADS=1, the issue's reference configuration.
 - Images: real photographs shipped by scikit-image, made into web-size JPEGs and into
   12-megapixel "phone" JPEGs, deterministically (no download).
 Weights are random (`MODEL_WEIGHTS=random`): speed does not depend on the values.
@@ -35,21 +37,12 @@ from app.config import Config
 from app.infer import cpu_has_bf16
 from app.model import load_model
 from app.service import Classifier
-from scripts.procs import ROOT, start_gunicorn, start_nginx, stop
+from scripts.procs import OUR_APP, ROOT, start_gunicorn, start_nginx, stop
 
 OUT = ROOT / "bench" / "out"
 AB_SECONDS = 8
-BASELINE = {
-    "WORKER_CLASS": "sync",
-    "WORKERS": "2",
-    "TORCH_THREADS": "1",
-    "OMP_NUM_THREADS": "1",
-    "FUSE": "0",
-    "CHANNELS_LAST": "0",
-    "JPEG_DRAFT": "0",
-    "MAX_BATCH_SIZE": "1",
-    "PRELOAD": "0",
-}
+BASELINE_ARGS = ("-w", "2", "-k", "sync", "scripts.baseline_app:create_app()")
+CEILING_BATCH = 8
 
 
 # --- images ----------------------------------------------------------------------------------
@@ -85,6 +78,7 @@ def image_sets() -> dict[str, list[bytes]]:
 
 
 def classifier(arch: str, **overrides) -> Classifier:
+    torch.manual_seed(0)  # the same random weights for every variant compared
     cfg = Config(model_arch=arch, model_weights="random", **overrides).validated()
     clf = Classifier(cfg, load_model(cfg))
     clf.start()
@@ -105,6 +99,12 @@ def ceiling(clf: Classifier, images: list[bytes], seconds: float = 6) -> float:
         for f in pending:
             f.result()
     return done / (time.perf_counter() - t0)
+
+
+def served_threads(gunicorn_log: Path) -> int:
+    """Torch threads each worker used, from its 'model ready: ... on cpu, N threads' line."""
+    match = re.search(r"model ready: .* on \w+, (\d+) threads", gunicorn_log.read_text())
+    return int(match.group(1)) if match else 0
 
 
 def single_latency_ms(clf: Classifier, image: bytes, n: int = 15) -> float:
@@ -145,7 +145,8 @@ def draft_effect(arch: str, images: list[bytes]) -> dict:
         t2 = time.perf_counter()
         t_fast.append(t1 - t0)
         t_full.append(t2 - t1)
-        diffs.append(float((a - b).abs().mean()))
+        normalize = fast.model.preprocess.normalize
+        diffs.append(float((normalize(a[None]) - normalize(b[None])).abs().mean()))
     return {
         "draft_ms": statistics.median(t_fast) * 1000,
         "full_ms": statistics.median(t_full) * 1000,
@@ -157,10 +158,10 @@ def draft_effect(arch: str, images: list[bytes]) -> dict:
 
 
 @contextmanager
-def stack(env: dict, workdir: Path):
+def stack(env: dict, workdir: Path, args: tuple[str, ...] = OUR_APP):
     workdir.mkdir(parents=True, exist_ok=True)
     gunicorn, backend = start_gunicorn(
-        {"ACCESS_LOG": "/dev/null", "MODEL_WEIGHTS": "random", **env}, workdir / "gunicorn.log"
+        {"ACCESS_LOG": "/dev/null", "MODEL_WEIGHTS": "random", **env}, workdir / "gunicorn.log", args
     )
     try:
         nginx, url = start_nginx(workdir / "nginx", [backend.removeprefix("http://")])
@@ -172,13 +173,20 @@ def stack(env: dict, workdir: Path):
         stop(gunicorn)
 
 
-def ab(url: str, image: Path, concurrency: int, seconds: int = AB_SECONDS) -> dict:
+def warm(url: str, image: Path, concurrency: int) -> None:
+    """A short ab run first, so connections and batch shapes are warm when timing starts."""
     script = str(ROOT / "scripts" / "ab_multipart.sh")
     subprocess.run(
         [script, str(image), url + "/model_predict", str(4 * concurrency), str(concurrency)],
         capture_output=True,
         check=True,
-    )  # warm the connections and batch shapes
+    )
+
+
+def ab(url: str, image: Path, concurrency: int, seconds: int = AB_SECONDS, warm_first: bool = True) -> dict:
+    script = str(ROOT / "scripts" / "ab_multipart.sh")
+    if warm_first:
+        warm(url, image, concurrency)
     out = subprocess.run(
         [script, str(image), url + "/model_predict", "1000000", str(concurrency), "-t", str(seconds)],
         capture_output=True,
@@ -204,9 +212,11 @@ def ab(url: str, image: Path, concurrency: int, seconds: int = AB_SECONDS) -> di
 
 
 def overload(url: str, access_log: Path, image: Path, seconds: int = 10) -> dict:
-    """Concurrency 64 against MAX_QUEUE=16: who got 503, and how fast, from nginx's access log."""
-    start = access_log.stat().st_size if access_log.exists() else 0
-    result = ab(url, image, 64, seconds)
+    """Concurrency 64 against a queue of 16: who got 503, and how fast, from nginx's access log."""
+    warm(url, image, 8)
+    time.sleep(1.5)  # nginx flushes its log buffer every second
+    start = access_log.stat().st_size
+    result = ab(url, image, 64, seconds, warm_first=False)
     time.sleep(1.5)  # nginx flushes its log buffer every second
     lines = access_log.read_text()[start:].splitlines()
     by_status: dict[int, list[float]] = {}
@@ -219,7 +229,7 @@ def overload(url: str, access_log: Path, image: Path, seconds: int = 10) -> dict
         for status, ms in sorted(by_status.items())
     }
     ok = by_status.get(200, [])
-    return {"ab": result, "by_status": summary, "ok_per_s": len(ok) / (seconds + 4 * 64 / max(result["rps"], 1))}
+    return {"ab": result, "by_status": summary, "ok_per_s": len(ok) / seconds}
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -249,25 +259,25 @@ def run(quick: bool) -> dict:
 
     for arch in archs:
         for precision in precisions:
-            clf = classifier(arch, precision=precision)
             for image_set in ["web", "phone"] if precision == "fp32" else ["web"]:
-                entry = {
-                    "arch": arch,
-                    "precision": precision,
-                    "images": image_set,
-                    "server": "ours",
-                    "ceiling": ceiling(clf, [files[image_set].read_bytes()]),
-                    "single_ms": single_latency_ms(clf, files[image_set].read_bytes()),
-                }
+                image = files[image_set].read_bytes()
+                entry = {"arch": arch, "precision": precision, "images": image_set, "server": "ours"}
                 levels = [1, 4, 8, 16] if (precision == "fp32" and image_set == "web") else [1, 8]
-                with stack({"MODEL_ARCH": arch, "PRECISION": precision}, tmp / f"{arch}-{precision}") as (url, _):
+                workdir = tmp / f"{arch}-{precision}-{image_set}"
+                with stack({"MODEL_ARCH": arch, "PRECISION": precision}, workdir) as (url, _):
                     entry["ab"] = [ab(url, files[image_set], c) for c in levels]
+                threads = served_threads(workdir / "gunicorn.log")
+                full_machine = classifier(arch, precision=precision, max_batch_size=CEILING_BATCH)
+                entry["ceiling"] = ceiling(full_machine, [image])
+                as_served = classifier(arch, precision=precision, torch_threads=threads)
+                entry["single_ms"] = single_latency_ms(as_served, image)
+                entry["served_threads"] = threads
                 results["runs"].append(entry)
                 print(json.dumps(entry), flush=True)
-            del clf
 
     for image_set in ("web", "phone"):
-        with stack({"MODEL_ARCH": "resnet18", **BASELINE}, tmp / f"baseline-{image_set}") as (url, _):
+        env = {"MODEL_ARCH": "resnet18", "OMP_NUM_THREADS": "1"}
+        with stack(env, tmp / f"baseline-{image_set}", BASELINE_ARGS) as (url, _):
             entry = {
                 "arch": "resnet18",
                 "precision": "fp32",
@@ -289,7 +299,9 @@ def run(quick: bool) -> dict:
     results["runs"].append(entry)
     print(json.dumps(entry), flush=True)
 
-    env = {"MODEL_ARCH": "resnet18", "MAX_QUEUE": "16", "REQUEST_TIMEOUT_S": "5"}
+    # A queue of 16 in all: 8 places in each of the 2 default workers on 2 cores.
+    workers = len(os.sched_getaffinity(0))
+    env = {"MODEL_ARCH": "resnet18", "MAX_QUEUE": str(max(1, 16 // workers)), "REQUEST_TIMEOUT_S": "5"}
     with stack(env, tmp / "overload") as (url, log):
         results["overload"] = overload(url, log, files["web"])
     print(json.dumps(results["overload"]), flush=True)

@@ -63,13 +63,17 @@ def stop(proc: subprocess.Popen) -> None:
     proc.log_file.close()
 
 
-def start_gunicorn(env: dict, log: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
-    port = port or free_port()
+OUR_APP = ("-c", "gunicorn_conf.py", "app:create_app()")
+
+
+def start_gunicorn(env: dict, log: Path, args: tuple[str, ...] = OUR_APP) -> tuple[subprocess.Popen, str]:
+    """gunicorn on a free loopback port (`BIND`), by default with our config and app."""
+    port = free_port()
     env = {"BIND": f"127.0.0.1:{port}", **env}
-    proc = spawn([venv_bin("gunicorn"), "-c", "gunicorn_conf.py", "app:create_app()"], env, log)
+    proc = spawn([venv_bin("gunicorn"), "-b", f"127.0.0.1:{port}", *args], env, log)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url + "/ready", proc)
+        wait_ready(url + ("/ready" if args == OUR_APP else "/health"), proc)
     except (RuntimeError, TimeoutError):
         stop(proc)
         raise RuntimeError(f"gunicorn did not start:\n{Path(log).read_text()[-3000:]}") from None

@@ -108,3 +108,15 @@ def test_many_threads_all_get_their_own_answers(workers):
     batcher = Batcher(FakeModel(seconds=0.01), max_batch_size=4, max_queue=64)
     results, errors = run_concurrently(batcher, [[i, i + 1000] for i in range(workers)])
     assert not errors and all(results[i] == [i * 10, (i + 1000) * 10] for i in range(workers))
+
+
+def test_requests_being_decoded_count_against_the_queue():
+    batcher = Batcher(FakeModel(), max_batch_size=4, max_queue=3)
+    with batcher.admit(2):
+        batcher.check_capacity()  # 2 of 3 places taken: still room
+        with pytest.raises(Overloaded), batcher.admit(2):
+            pass
+        with batcher.admit(1), pytest.raises(Overloaded):
+            batcher.check_capacity()
+    batcher.check_capacity()  # all places given back
+    assert batcher.submit([1, 2, 3]) == [10, 20, 30]

@@ -186,3 +186,10 @@ def test_raw_output_thresholding_as_seed_001(voc_ckpt, jpeg_bytes):
 
 def test_classifier_is_the_one_in_extensions(app):
     assert isinstance(app.extensions["classifier"], Classifier)
+
+
+def test_a_full_queue_is_refused_before_the_upload_is_read(app, client, monkeypatch):
+    batcher = app.extensions["classifier"].batcher
+    monkeypatch.setattr(batcher, "max_queue", 0)
+    r = client.post("/model_predict", data=b"never parsed", content_type="image/jpeg")
+    assert r.status_code == 503 and r.headers["Retry-After"] == "1" and r.get_json()["error"] == "overloaded"
