@@ -50,9 +50,12 @@ backlog = _env("BACKLOG", 2048, int)
 #   worker_class - gthread (default): threads decode uploads in parallel (Pillow releases
 #          the GIL) while one of them runs the batched forward pass. gevent (seed 001) also
 #          works: the forward pass runs in gevent's thread pool, so the hub keeps serving.
-#   threads - Concurrent requests per gthread worker. They must outnumber MAX_QUEUE +
-#          MAX_BATCH_SIZE, or excess requests wait unseen in gunicorn instead of getting a
-#          quick 503 from the bounded queue.
+#   threads - Concurrent requests per gthread worker: a full queue, the running batch and
+#          the next batch being decoded (MAX_QUEUE + 2 x MAX_BATCH_SIZE). Past that, a new
+#          connection waits for a thread (about one batch time) before it is admitted or
+#          refused with 503. That pacing matters: with 64 spare threads a client retrying at
+#          once (ab at c=64) drew 880 refusals/s and successful throughput fell to 11 req/s;
+#          bounded, it drew 73/s and kept 41 req/s (README, "Performance").
 #   worker_connections - The same bound for gevent workers.
 #   timeout - Seconds a silent worker lives before the master kills it. It covers model
 #          start-up in the worker (seed 003: CRITICAL WORKER TIMEOUT with the 30 s default)
