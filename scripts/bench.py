@@ -355,7 +355,7 @@ def targets(results: dict) -> list[tuple[str, str, str, bool]]:
     )
     p50 = at(ours, 1)["p50"]
     row(
-        "c=1 p50 vs in-process single image + 10 ms",
+        "c=1 p50 vs in-process single image (served threads) + 10 ms",
         f"{p50:.0f} ms vs {ours['single_ms']:.0f} + 10 ms",
         "<=",
         p50 <= ours["single_ms"] + 10,
@@ -372,8 +372,8 @@ def targets(results: dict) -> list[tuple[str, str, str, bool]]:
     row(
         "overload: 503s answered in (p50)",
         f"{shed.get('p50_ms', 0):.0f} ms ({shed.get('count', 0)} of them)",
-        "quick",
-        shed.get("count", 0) > 0 and shed.get("p50_ms", 1e9) < 50,
+        "<= 100 ms (about one batch)",
+        shed.get("count", 0) > 0 and shed.get("p50_ms", 1e9) <= 100,
     )
     row(
         "overload: 200s per second vs c=8",
