@@ -62,9 +62,9 @@ backlog = _env("BACKLOG", 2048, int)
 #          and the slowest batch. Keep nginx's proxy_read_timeout at least this large.
 #   graceful_timeout - Seconds to finish in-flight requests on restart or stop.
 #          supervisor.conf's stopwaitsecs must exceed it.
-#   keepalive - Idle seconds on a kept-alive connection. Above nginx's upstream
-#          keepalive_timeout (60 s), so nginx never reuses a connection gunicorn just closed
-#          (a POST on it would fail with 502: nginx won't retry non-idempotent requests).
+#   keepalive - Idle seconds on a kept-alive connection from a direct client. nginx opens a
+#          new connection per request (see nginx.conf), so this only serves clients that
+#          talk to gunicorn directly; short, so idle sockets don't pin worker threads.
 #   max_requests / max_requests_jitter - Recycle a worker after this many requests (0 =
 #          never); jitter spreads the restarts so workers don't all reload at once.
 #   preload_app - Load the weights once in the master; workers share those pages
@@ -86,7 +86,7 @@ threads = _env("THREADS", MAX_QUEUE + 2 * MAX_BATCH_SIZE, int)
 worker_connections = _env("WORKER_CONNECTIONS", 1000, int)
 timeout = _env("TIMEOUT", 120, int)
 graceful_timeout = _env("GRACEFUL_TIMEOUT", 30, int)
-keepalive = _env("KEEPALIVE", 75, int)
+keepalive = _env("KEEPALIVE", 5, int)
 max_requests = _env("MAX_REQUESTS", 0, int)
 max_requests_jitter = _env("MAX_REQUESTS_JITTER", 0, int)
 preload_app = _flag("PRELOAD", True)

@@ -15,6 +15,7 @@ ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 TASKS = ("multiclass", "multilabel")
 ACTIVATIONS = ("auto", "softmax", "sigmoid", "none")
 PRECISIONS = ("fp32", "bf16", "fp16")
+GRAPHS = ("torchscript", "fx", "eager")
 RESIZE_MODES = ("crop", "squash")
 
 
@@ -54,7 +55,8 @@ class Config:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"
     channels_last: bool = True
-    fuse: bool = True  # fold batch norm into the convolutions (torch.fx)
+    # torchscript: traced + frozen (CPU fp32); fx: batch norm folded, run from Python; eager.
+    graph: str = "torchscript"
     torch_threads: int = 0  # 0 = cores // workers
     max_batch_size: int = 4  # gunicorn_conf.py raises it to 32 on GPUs
     max_batch_delay_ms: float = 0.0
@@ -92,6 +94,7 @@ class Config:
         _one_of("ACTIVATION", self.activation, ACTIVATIONS)
         _one_of("PRECISION", self.precision, PRECISIONS)
         _one_of("RESIZE_MODE", self.resize_mode, RESIZE_MODES)
+        _one_of("GRAPH", self.graph, GRAPHS)
         if not self.model_weights:
             raise ConfigError("MODEL_WEIGHTS is empty: set it to 'imagenet', 'random' or a checkpoint path")
         if self.model_task == "multiclass" and self.activation == "sigmoid":

@@ -56,7 +56,8 @@ def load_labels(path: str, num_classes: int) -> list[str]:
 
 def load_model(cfg: Config) -> LoadedModel:
     loaded = load_weights(cfg)
-    net = optimize(build_network(cfg, loaded), cfg)
+    preprocess = build_preprocess(cfg, loaded.tv_weights)
+    net = optimize(build_network(cfg, loaded), cfg, preprocess.input_size)
     if cfg.model_labels:
         labels = load_labels(cfg.model_labels, loaded.num_classes)
     elif loaded.tv_weights is not None:
@@ -75,4 +76,4 @@ def load_model(cfg: Config) -> LoadedModel:
         "num_classes": loaded.num_classes,
         "untrained": untrained,
     }
-    return LoadedModel(net, labels, build_preprocess(cfg, loaded.tv_weights), info)
+    return LoadedModel(net, labels, preprocess, info)

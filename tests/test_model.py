@@ -29,7 +29,7 @@ def voc_sd():
 def test_checkpoint_layouts_load_to_the_same_network(tmp_path, voc_sd, wrap):
     path = tmp_path / "ckpt.pth"
     torch.save(wrap(voc_sd), path)
-    model = load_model(make_config(path, model_labels=VOC_LABELS, fuse=False, channels_last=False))
+    model = load_model(make_config(path, model_labels=VOC_LABELS, graph="eager", channels_last=False))
     assert model.info["num_classes"] == 20 and model.labels[7] == "Cat"
     for name, tensor in model.net.state_dict().items():
         assert torch.equal(tensor, voc_sd[name]), name
@@ -106,12 +106,19 @@ def test_random_weights_are_explicit_and_marked(caplog):
     assert "UNTRAINED" in caplog.text
 
 
-def test_fused_network_matches_eager(imagenet_ckpt):
-    """Folding batch norm and channels_last change the arithmetic, not the answer."""
-    fused = load_model(make_config(imagenet_ckpt)).net
-    eager = load_model(make_config(imagenet_ckpt, fuse=False, channels_last=False)).net
-    x = torch.randn(2, 3, 224, 224)
+@pytest.mark.parametrize("graph", ["torchscript", "fx"])
+def test_optimised_graphs_match_eager(imagenet_ckpt, graph):
+    """Folding batch norm, freezing and channels_last change the arithmetic, not the answer."""
+    optimised = load_model(make_config(imagenet_ckpt, graph=graph)).net
+    eager = load_model(make_config(imagenet_ckpt, graph="eager", channels_last=False)).net
+    assert isinstance(optimised, torch.jit.ScriptModule) == (graph == "torchscript")
+    x = torch.randn(3, 3, 224, 224)  # another batch size than the trace's
     with torch.inference_mode():
         torch.testing.assert_close(
-            fused(x.contiguous(memory_format=torch.channels_last)), eager(x), atol=1e-4, rtol=1e-4
+            optimised(x.contiguous(memory_format=torch.channels_last)), eager(x), atol=1e-4, rtol=1e-4
         )
+
+
+def test_autocast_precisions_keep_the_python_graph(imagenet_ckpt):
+    net = load_model(make_config(imagenet_ckpt, precision="bf16")).net
+    assert not isinstance(net, torch.jit.ScriptModule)
