@@ -6,6 +6,8 @@ The resolved values are logged once at start (see `on_starting`).
 
 import gc
 import os
+import shutil
+import tempfile
 
 from app.gpus import list_gpus, pick_gpu
 
@@ -97,6 +99,9 @@ os.environ.setdefault("MAX_BATCH_SIZE", str(MAX_BATCH_SIZE))
 if not GPUS:
     os.environ.setdefault("TORCH_THREADS", str(max(1, _cores() // workers)))
     os.environ.setdefault("OMP_NUM_THREADS", os.environ["TORCH_THREADS"])
+# Metrics from every worker are summed at /metrics (prometheus_client's multiprocess mode):
+# each server gets its own directory of sample files, removed when it exits.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="classifier-metrics-"))
 # The master must not run the model (a forked OpenMP pool hangs workers): defer start-up.
 os.environ["DEFER_START"] = "1"
 
@@ -123,6 +128,7 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(D)sus rid=%({x-request-id}i)s'
 #   post_worker_init - The app is loaded: start the model here (threads, device, warm-up),
 #          after gevent has patched threading.
 #   worker_abort - The worker hit `timeout`: say which requests it was serving.
+#   on_exit - Remove this server's metrics directory.
 #
 
 # Collections in the master would move objects between generations and dirty the pages
@@ -179,3 +185,7 @@ def worker_abort(worker):
 
 def worker_exit(server, worker):
     server.log.info("worker %s exited", worker.pid)
+
+
+def on_exit(server):
+    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -60,10 +60,11 @@ class Batcher:
         max_delay_s: float = 0.0,
         timeout_s: float = 30.0,
         offload: Callable = run_here,
+        shed_delay_s: float = 0.0,
     ):
         self.run_batch, self.offload = run_batch, offload
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
-        self.max_delay_s, self.timeout_s = max_delay_s, timeout_s
+        self.max_delay_s, self.timeout_s, self.shed_delay_s = max_delay_s, timeout_s, shed_delay_s
         self._cond = threading.Condition()
         self._queue: deque[_Job] = deque()
         self._preparing = 0  # admitted, still being decoded
@@ -74,17 +75,28 @@ class Batcher:
         return len(self._queue)
 
     def check_capacity(self) -> None:
-        """Refuse at once when full, before the request's body is even read."""
+        """Refuse when full, before the request's body is even read."""
         if self._preparing + len(self._queue) >= self.max_queue:
-            raise Overloaded()
+            self._refuse()
+
+    def _refuse(self) -> None:
+        """503, after `shed_delay_s`: a pause that costs a sleeping thread, not CPU.
+
+        A client that retries at once (ab does) would otherwise resend refusals as fast as
+        the CPU can answer them, and refusals, not the model, would take the cores.
+        """
+        time.sleep(self.shed_delay_s)
+        raise Overloaded()
 
     @contextmanager
     def admit(self, n: int):
         """Hold `n` places while their images are decoded, so decoding counts as waiting."""
         with self._cond:
-            if self._preparing + len(self._queue) + n > self.max_queue:
-                raise Overloaded()
-            self._preparing += n
+            full = self._preparing + len(self._queue) + n > self.max_queue
+            if not full:
+                self._preparing += n
+        if full:
+            self._refuse()
         try:
             yield
         finally:
@@ -96,12 +108,14 @@ class Batcher:
         deadline = time.monotonic() + self.timeout_s
         mine = [_Job(item, deadline) for item in items]
         with self._cond:
-            if len(self._queue) + len(mine) > self.max_queue:
-                raise Overloaded()
-            self._queue.extend(mine)
-            lead = not self._busy
-            self._busy = True
-            self._cond.notify_all()
+            full = len(self._queue) + len(mine) > self.max_queue
+            if not full:
+                self._queue.extend(mine)
+                lead = not self._busy
+                self._busy = True
+                self._cond.notify_all()
+        if full:
+            self._refuse()
         if lead:
             self._lead(mine)
         for job in mine:

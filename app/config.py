@@ -61,6 +61,9 @@ class Config:
     max_batch_size: int = 4  # gunicorn_conf.py raises it to 32 on GPUs
     max_batch_delay_ms: float = 0.0
     max_queue: int = 64
+    # A refused request waits this long before its 503, so clients retrying without back-off
+    # can't make refusals the main load (README, "Overload").
+    shed_delay_ms: float = 50.0
     request_timeout_s: float = 30.0
     warmup: bool = True
     # Under gunicorn the model is loaded in the master and started (device, threads, warm-up)
@@ -119,8 +122,8 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.upper()}={getattr(self, name)} must be a positive integer")
-        if self.request_timeout_s <= 0 or self.max_batch_delay_ms < 0 or self.torch_threads < 0:
-            raise ConfigError("REQUEST_TIMEOUT_S must be > 0; MAX_BATCH_DELAY_MS, TORCH_THREADS >= 0")
+        if self.request_timeout_s <= 0 or min(self.max_batch_delay_ms, self.shed_delay_ms, self.torch_threads) < 0:
+            raise ConfigError("REQUEST_TIMEOUT_S must be > 0; MAX_BATCH_DELAY_MS, SHED_DELAY_MS, TORCH_THREADS >= 0")
         return self
 
 

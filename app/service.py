@@ -16,6 +16,7 @@ from app.batching import Batcher, run_here
 from app.config import Config
 from app.decode import decode_image
 from app.infer import Engine, cpu_threads, release_free_memory
+from app.metrics import observe_batch
 from app.model import LoadedModel
 from app.postprocess import activate, describe
 
@@ -64,6 +65,7 @@ class Classifier:
             cfg.max_batch_delay_ms / 1000,
             cfg.request_timeout_s,
             self.offload,
+            cfg.shed_delay_ms / 1000,
         )
         logger.info(
             "model ready: %s on %s, %d threads, %s",
@@ -80,6 +82,7 @@ class Classifier:
         return self.model.preprocess(image)
 
     def _run_batch(self, tensors: list[torch.Tensor]) -> list[np.ndarray]:
+        observe_batch(len(tensors))
         logits = self.engine(torch.stack(tensors))
         return [activate(row, self.cfg.activation_fn) for row in logits]
 

@@ -120,3 +120,12 @@ def test_requests_being_decoded_count_against_the_queue():
             batcher.check_capacity()
     batcher.check_capacity()  # all places given back
     assert batcher.submit([1, 2, 3]) == [10, 20, 30]
+
+
+def test_refusals_are_paced_by_the_shed_delay():
+    batcher = Batcher(FakeModel(), max_queue=1, shed_delay_s=0.1)
+    with batcher.admit(1):
+        t0 = time.perf_counter()
+        with pytest.raises(Overloaded):
+            batcher.check_capacity()
+        assert 0.09 <= time.perf_counter() - t0 < 0.5

@@ -193,3 +193,11 @@ def test_a_full_queue_is_refused_before_the_upload_is_read(app, client, monkeypa
     monkeypatch.setattr(batcher, "max_queue", 0)
     r = client.post("/model_predict", data=b"never parsed", content_type="image/jpeg")
     assert r.status_code == 503 and r.headers["Retry-After"] == "1" and r.get_json()["error"] == "overloaded"
+
+
+def test_metrics_count_requests_and_batches(client, jpeg_bytes):
+    client.post("/model_predict", data=upload(jpeg_bytes))
+    client.post("/model_predict", data=b"", content_type="image/jpeg")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'classifier_requests_total{status="200"}' in text and 'classifier_requests_total{status="400"}' in text
+    assert "classifier_batch_size_bucket" in text and "classifier_request_seconds_count" in text

@@ -95,3 +95,16 @@ def test_multilabel_server(voc_ckpt, tmp_path, jpeg_bytes):
     finally:
         stop(proc)
     assert body["status"] == 1 and body["result"] == ["Cat", "Person"]
+
+
+def test_metrics_add_up_over_workers(server, jpeg_bytes):
+    url, _ = server
+    for _ in range(6):
+        requests.post(url + "/model_predict", files={"image": ("a.jpg", jpeg_bytes)}, timeout=30)
+    text = requests.get(url + "/metrics", timeout=10).text
+    served = sum(
+        float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith('classifier_requests_total{status="200"}')
+    )
+    assert served >= 6 + 2 + 24  # this test's, the comparison tests' and the load test's
