@@ -99,9 +99,14 @@ os.environ.setdefault("MAX_BATCH_SIZE", str(MAX_BATCH_SIZE))
 if not GPUS:
     os.environ.setdefault("TORCH_THREADS", str(max(1, _cores() // workers)))
     os.environ.setdefault("OMP_NUM_THREADS", os.environ["TORCH_THREADS"])
-# Metrics from every worker are summed at /metrics (prometheus_client's multiprocess mode):
-# each server gets its own directory of sample files, removed when it exits.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="classifier-metrics-"))
+# Metrics from every worker are summed at /metrics (prometheus_client's multiprocess mode).
+# Each master gets its own directory of sample files (it must exist before the app is
+# imported), removed at exit unless PROMETHEUS_MULTIPROC_DIR was given.
+_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+METRICS_DIR = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"classifier-metrics-{os.getpid()}")
+)
+os.makedirs(METRICS_DIR, exist_ok=True)
 # The master must not run the model (a forked OpenMP pool hangs workers): defer start-up.
 os.environ["DEFER_START"] = "1"
 
@@ -188,4 +193,5 @@ def worker_exit(server, worker):
 
 
 def on_exit(server):
-    shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(METRICS_DIR, ignore_errors=True)

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import runpy
+import shutil
 import subprocess
 import sys
 
@@ -25,11 +26,14 @@ def load_conf():
             os.environ.pop(key, None)
         os.environ.update(env)
         try:
-            return runpy.run_path(str(ROOT / "gunicorn_conf.py"))
+            conf = runpy.run_path(str(ROOT / "gunicorn_conf.py"))
         finally:
             os.environ.clear()
             os.environ.update(saved)
             gc.enable()
+        if conf["_OWN_METRICS_DIR"]:
+            shutil.rmtree(conf["METRICS_DIR"], ignore_errors=True)  # no server ran to remove it
+        return conf
 
     return load
 
@@ -63,10 +67,11 @@ def test_gunicorn_defaults(load_conf):
 
 
 @pytest.mark.parametrize("workers", [1, 2, 4])
-def test_threads_never_oversubscribe_the_cores(workers):
+def test_threads_never_oversubscribe_the_cores(workers, tmp_path):
     """The file exports TORCH_THREADS for the app: workers x threads <= cores."""
     code = "import runpy, os; runpy.run_path('gunicorn_conf.py'); print(os.environ['TORCH_THREADS'])"
     env = {k: v for k, v in os.environ.items() if k not in ("TORCH_THREADS", "OMP_NUM_THREADS", "GPUS")}
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path)
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -98,8 +103,8 @@ def test_every_setting_reads_the_environment(load_conf):
     assert (conf["max_requests"], conf["max_requests_jitter"], conf["preload_app"]) == (1000, 50, False)
 
 
-def test_gunicorn_accepts_the_config():
-    env = {**os.environ, "MODEL_WEIGHTS": "random", "MODEL_ARCH": "resnet18"}
+def test_gunicorn_accepts_the_config(tmp_path):
+    env = {**os.environ, "MODEL_WEIGHTS": "random", "MODEL_ARCH": "resnet18", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     result = subprocess.run(
         [venv_bin("gunicorn"), "--check-config", "-c", "gunicorn_conf.py", "app:create_app()"],
         cwd=ROOT,
@@ -111,9 +116,10 @@ def test_gunicorn_accepts_the_config():
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def test_the_master_never_imports_torch_for_gpu_counting():
+def test_the_master_never_imports_torch_for_gpu_counting(tmp_path):
     code = "import runpy, sys; runpy.run_path('gunicorn_conf.py'); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
 
