@@ -457,7 +457,7 @@ def write_report(results: dict) -> None:
     over = results["overload"]
     lines += [
         "",
-        "## Overload: concurrency 64, MAX_QUEUE=16, REQUEST_TIMEOUT_S=5",
+        "## Overload: concurrency 64, a queue of 16 (MAX_QUEUE per worker x workers), REQUEST_TIMEOUT_S=5",
         "",
         "| status | count | p50 ms | max ms |",
         "|---|---|---|---|",
