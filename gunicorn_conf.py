@@ -54,10 +54,10 @@ backlog = _env("BACKLOG", 2048, int)
 #          works: the forward pass runs in gevent's thread pool, so the hub keeps serving.
 #   threads - Concurrent requests per gthread worker: a full queue, the running batch and
 #          the next batch being decoded (MAX_QUEUE + 2 x MAX_BATCH_SIZE). Past that, a new
-#          connection waits for a thread (about one batch time) before it is admitted or
-#          refused with 503. That pacing matters: with 64 spare threads a client retrying at
-#          once (ab at c=64) drew 880 refusals/s and successful throughput fell to 11 req/s;
-#          bounded, it drew 73/s and kept 41 req/s (README, "Performance").
+#          connection waits for a thread before it is admitted or refused with 503. With the
+#          app's SHED_DELAY_MS this paces clients that retry at once: more threads refuse
+#          sooner but more often, and refusals then take the CPU from the model (measured
+#          trade-off in README, "Overload").
 #   worker_connections - The same bound for gevent workers.
 #   timeout - Seconds a silent worker lives before the master kills it. It covers model
 #          start-up in the worker (seed 003: CRITICAL WORKER TIMEOUT with the 30 s default)
