@@ -69,7 +69,6 @@ class Batcher:
         self._queue: deque[_Job] = deque()
         self._preparing = 0  # admitted, still being decoded
         self._busy = False
-        self.batches_run = 0  # for tests and metrics
 
     def queued(self) -> int:
         return len(self._queue)
@@ -183,7 +182,6 @@ class Batcher:
         else:
             for job, result in zip(batch, results, strict=True):
                 job.result = result
-        self.batches_run += 1
         for job in batch:
             job.state = DONE
             job.wake.set()

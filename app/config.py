@@ -7,7 +7,7 @@ A bad value raises `ConfigError` with a message that names the variable and how 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,9 +81,6 @@ class Config:
             values[f.name] = _parse(name, env[name], f.default)
         values.update(overrides)
         return cls(**values).validated()
-
-    def replace(self, **changes) -> Config:
-        return replace(self, **changes).validated()
 
     @property
     def activation_fn(self) -> str:
