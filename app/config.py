@@ -58,6 +58,10 @@ class Config:
     # torchscript: traced + frozen (CPU fp32); fx: batch norm folded, run from Python; eager.
     graph: str = "torchscript"
     torch_threads: int = 0  # 0 = cores // workers
+    # How long a thread may hold the GIL before yielding (Python's default: 5 ms). 1 ms lets
+    # the thread that finished a forward pass hand out results and start the next batch
+    # sooner: +4.5% to +7.5% req/s in each of 4 alternating rounds at c=8 (README).
+    gil_switch_ms: float = 1.0
     max_batch_size: int = 4  # gunicorn_conf.py raises it to 32 on GPUs
     max_batch_delay_ms: float = 0.0
     max_queue: int = 64
@@ -119,6 +123,8 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.upper()}={getattr(self, name)} must be a positive integer")
+        if self.gil_switch_ms <= 0:
+            raise ConfigError(f"GIL_SWITCH_MS={self.gil_switch_ms} must be > 0 (Python's default is 5)")
         if self.request_timeout_s <= 0 or min(self.max_batch_delay_ms, self.shed_delay_ms, self.torch_threads) < 0:
             raise ConfigError("REQUEST_TIMEOUT_S must be > 0; MAX_BATCH_DELAY_MS, SHED_DELAY_MS, TORCH_THREADS >= 0")
         return self

@@ -7,6 +7,7 @@ and start each worker after fork (`start()`: threads, device, optimisation, warm
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 
 import numpy as np
@@ -53,6 +54,7 @@ class Classifier:
             return
         cfg = self.cfg
         torch.set_num_threads(cpu_threads(cfg.torch_threads))
+        sys.setswitchinterval(cfg.gil_switch_ms / 1000)
         self.engine = Engine(self.model.net, cfg, self.model.preprocess.normalize)
         if cfg.warmup:
             self.engine.warm_up(cfg.max_batch_size, self.model.preprocess.input_size)

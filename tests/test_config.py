@@ -41,6 +41,7 @@ def test_env_is_parsed_once_into_the_object():
         ({"MEAN": "0.5,0.5"}, "MEAN and STD take three comma-separated numbers"),
         ({"DEVICE": "tpu"}, "DEVICE='tpu': use auto, cpu, cuda or cuda:N"),
         ({"PRECISION": "int4"}, "choose one of: fp32, bf16, fp16"),
+        ({"GIL_SWITCH_MS": "0"}, "GIL_SWITCH_MS=0.0 must be > 0"),
         ({"GRAPH": "onnx"}, "GRAPH='onnx' is not supported; choose one of: torchscript, fx, eager"),
         ({"MODEL_WEIGHTS": ""}, "MODEL_WEIGHTS is empty"),
     ],
