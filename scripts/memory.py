@@ -11,10 +11,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,9 +18,7 @@ import psutil
 import requests
 from PIL import Image
 
-from scripts.procs import free_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from scripts.procs import ROOT, start_gunicorn, stop
 
 
 def pss_kib(pid: int) -> int:
@@ -40,37 +34,20 @@ def tree_pss_mib(pid: int) -> float:
     return sum(pss_kib(p.pid) for p in procs) / 1024
 
 
-def measure(arch: str, workers: int, preload: bool, image: bytes) -> tuple[float, float]:
+def measure(arch: str, workers: int, preload: bool, image: bytes, logdir: Path) -> tuple[float, float]:
     """PSS once every worker is ready (warmed up), and again after serving traffic."""
-    port = free_port()
     env = {
-        **os.environ,
         "MODEL_ARCH": arch,
         "MODEL_WEIGHTS": "random",
         "WORKERS": str(workers),
         "PRELOAD": "1" if preload else "0",
-        "BIND": f"127.0.0.1:{port}",
         "ACCESS_LOG": "/dev/null",
     }
-    gunicorn = str(Path(sys.executable).parent / "gunicorn")
-    proc = subprocess.Popen(
-        [gunicorn, "-c", "gunicorn_conf.py", "app:create_app()"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    proc, url = start_gunicorn(env, logdir / f"gunicorn-{workers}-{preload}.log")
     try:
-        url = f"http://127.0.0.1:{port}"
+        # start_gunicorn waited for /ready (one worker up); wait until every worker is forked.
         deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            ready = len(psutil.Process(proc.pid).children()) == workers
-            try:
-                if ready and requests.get(url + "/ready", timeout=5).status_code == 200:
-                    break
-            except (requests.ConnectionError, requests.Timeout):
-                pass
+        while len(psutil.Process(proc.pid).children()) < workers and time.monotonic() < deadline:
             time.sleep(0.5)
         time.sleep(1)
         idle = tree_pss_mib(proc.pid)
@@ -79,8 +56,7 @@ def measure(arch: str, workers: int, preload: bool, image: bytes) -> tuple[float
         time.sleep(1)
         return idle, tree_pss_mib(proc.pid)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        stop(proc)
 
 
 def main() -> None:
@@ -93,10 +69,11 @@ def main() -> None:
     weights_mib = sum(t.numel() * t.element_size() for t in get_model(args.arch).state_dict().values()) / 2**20
     buf = io.BytesIO()
     Image.new("RGB", (600, 400), (90, 140, 200)).save(buf, "JPEG")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     rows = []
     for preload in (False, True):
         for workers in (1, 2, 4):
-            idle, busy = measure(args.arch, workers, preload, buf.getvalue())
+            idle, busy = measure(args.arch, workers, preload, buf.getvalue(), Path(args.out).parent)
             rows.append((preload, workers, idle, busy))
             print(f"preload={preload} workers={workers} ready={idle:.0f} after traffic={busy:.0f} MiB", flush=True)
     lines = [
@@ -111,7 +88,6 @@ def main() -> None:
         per_busy = "" if workers == 1 else f"{(busy - first[3]) / (workers - 1):.0f}"
         kind = "yes" if preload else "no"
         lines.append(f"| {kind} | {workers} | {idle:.0f} | {per_idle} | {busy:.0f} | {per_busy} |")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
