@@ -61,17 +61,17 @@ def optimize(net: torch.nn.Module, cfg: Config, input_size: int) -> torch.nn.Mod
     forked, and the folded weights are shared copy-on-write by every worker.
     """
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    net = net.to(memory_format=memory_format)
     if cfg.graph == "torchscript" and cfg.precision == "fp32" and not gpu_expected(cfg.device):
         example = torch.zeros(1, 3, input_size, input_size).contiguous(memory_format=memory_format)
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice, see above
-            return torch.jit.freeze(torch.jit.trace(net, example, check_trace=False).eval())
+            traced = torch.jit.trace(net.to(memory_format=memory_format), example, check_trace=False)
+            return torch.jit.freeze(traced.eval())
     if cfg.graph != "eager":
         from torch.fx.experimental.optimization import fuse
 
-        net = fuse(net).to(memory_format=memory_format)
-    return net
+        net = fuse(net)  # builds new, folded weights: convert those, not the originals
+    return net.to(memory_format=memory_format)
 
 
 def gpu_expected(device: str) -> bool:
