@@ -101,12 +101,17 @@ if not GPUS:
     os.environ.setdefault("OMP_NUM_THREADS", os.environ["TORCH_THREADS"])
 # Metrics from every worker are summed at /metrics (prometheus_client's multiprocess mode).
 # Each master gets its own directory of sample files (it must exist before the app is
-# imported), removed at exit unless PROMETHEUS_MULTIPROC_DIR was given.
+# imported), removed at exit. A PROMETHEUS_MULTIPROC_DIR given from outside is emptied at
+# start instead, so a previous run's counts don't leak into this one.
 _OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 METRICS_DIR = os.environ.setdefault(
     "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"classifier-metrics-{os.getpid()}")
 )
 os.makedirs(METRICS_DIR, exist_ok=True)
+if not _OWN_METRICS_DIR:
+    for _name in os.listdir(METRICS_DIR):
+        if _name.endswith(".db"):
+            os.remove(os.path.join(METRICS_DIR, _name))
 # The master must not run the model (a forked OpenMP pool hangs workers): defer start-up.
 os.environ["DEFER_START"] = "1"
 
@@ -114,25 +119,32 @@ os.environ["DEFER_START"] = "1"
 # Logging
 #
 #   accesslog / errorlog - "-" is stdout/stderr; supervisord or Docker collects them.
-#   access_log_format - Adds the request id nginx sets and the time taken (%(D)s, in µs).
+#   access_log_format - Adds the request id (from the response, so an id the app generated
+#          shows too) and the time taken (%(D)s, in µs). The app's own JSON line per request
+#          (stage times, image sizes) goes to stderr; README, "Operating it".
 #
 
 accesslog = _env("ACCESS_LOG", "-")
 errorlog = _env("ERROR_LOG", "-")
 loglevel = _env("LOG_LEVEL", "info")
-access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(D)sus rid=%({x-request-id}i)s'
+access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(D)sus rid=%({x-request-id}o)s'
 
 #
 # Server hooks
 #
 #   on_starting - Log the resolved settings once.
+#   when_ready - The master has loaded the app: drop the live gauges the metric
+#          definitions created for the master itself (it serves no requests).
 #   pre_fork - In the master, just before each fork: freeze the GC (so collections in the
-#          child don't write to shared pages) and choose the worker's GPU.
+#          child don't write to shared pages), choose the worker's GPU, and count the fork
+#          as a restart when it replaces a worker (its age exceeds the worker count).
 #   post_fork - In the child: re-enable the GC and pin the worker to its GPU before any
 #          CUDA call.
 #   post_worker_init - The app is loaded: start the model here (threads, device, warm-up),
 #          after gevent has patched threading.
 #   worker_abort - The worker hit `timeout`: say which requests it was serving.
+#   child_exit - In the master, after a worker exits: drop its live gauges (queue depth,
+#          memory...) from /metrics; its counters and histograms keep counting.
 #   on_exit - Remove this server's metrics directory.
 #
 
@@ -160,9 +172,19 @@ def on_starting(server):
     )
 
 
+def when_ready(server):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(os.getpid(), METRICS_DIR)
+
+
 def pre_fork(server, worker):
     gc.collect()
     gc.freeze()
+    if worker.age > server.num_workers:
+        from app.metrics import WORKER_RESTARTS
+
+        WORKER_RESTARTS.inc()
     if GPUS:
         live = [getattr(w, "gpu", None) for w in server.WORKERS.values()]
         worker.gpu = pick_gpu(GPUS, live, WORKERS_PER_GPU)
@@ -190,6 +212,12 @@ def worker_abort(worker):
 
 def worker_exit(server, worker):
     server.log.info("worker %s exited", worker.pid)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, METRICS_DIR)
 
 
 def on_exit(server):

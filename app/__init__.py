@@ -6,6 +6,7 @@ gunicorn -c gunicorn_conf.py "app:create_app()"
 from __future__ import annotations
 
 import logging
+import time
 
 from flask import Flask
 
@@ -28,25 +29,29 @@ def create_app(config: Config | None = None) -> Flask:
     The model is started (threads, device, warm-up) here too, unless `defer_start` is set:
     gunicorn_conf.py sets it so that each worker starts its copy after fork.
     """
-    from app import errors, metrics, routes
+    from app import errors, metrics, requestlog, routes
     from app.model import load_model
     from app.service import Classifier
     from app.uploads import InMemoryRequest
 
     _log_through_gunicorn()
+    requestlog.setup_logging(logging.getLogger("app").level or logging.INFO)
     cfg = config or Config.from_env()
     app = Flask(__name__)
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_upload_bytes
     app.json.sort_keys = False
     errors.init_app(app)
+    requestlog.init_app(app)
     routes.init_app(app)
     metrics.init_app(app)
     if cfg.defer_start:
         import torch
 
         torch.set_num_threads(1)  # a master that forks must not own an OpenMP pool
+    started = time.perf_counter()
     classifier = Classifier(cfg, load_model(cfg))
+    metrics.LOAD_SECONDS.set(time.perf_counter() - started)
     app.extensions["classifier"] = classifier
     if not cfg.defer_start:
         classifier.start()

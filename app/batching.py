@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.errors import APIError
 
@@ -42,13 +42,22 @@ class DeadlineExceeded(APIError):
         super().__init__(504, "deadline_exceeded", f"no result within REQUEST_TIMEOUT_S={seconds:g} s")
 
 
-class _Job:
-    __slots__ = ("item", "deadline", "wake", "state", "result", "error", "lead")
+class Done(NamedTuple):
+    """A request's results, in order, and how long its slowest item queued and ran."""
 
-    def __init__(self, item: Any, deadline: float):
+    results: list
+    queue_s: float
+    run_s: float
+
+
+class _Job:
+    __slots__ = ("item", "deadline", "wake", "state", "result", "error", "lead", "queued_at", "started_at", "ended_at")
+
+    def __init__(self, item: Any, deadline: float, now: float):
         self.item, self.deadline = item, deadline
         self.wake = threading.Event()
         self.state, self.result, self.error, self.lead = QUEUED, None, None, False
+        self.queued_at = self.started_at = self.ended_at = now
 
 
 class Batcher:
@@ -61,8 +70,10 @@ class Batcher:
         timeout_s: float = 30.0,
         offload: Callable = run_here,
         shed_delay_s: float = 0.0,
+        on_depth: Callable[[int], None] | None = None,
     ):
         self.run_batch, self.offload = run_batch, offload
+        self.on_depth = on_depth or (lambda depth: None)  # queue-depth gauge
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         self.max_delay_s, self.timeout_s, self.shed_delay_s = max_delay_s, timeout_s, shed_delay_s
         self._cond = threading.Condition()
@@ -102,14 +113,15 @@ class Batcher:
             with self._cond:
                 self._preparing -= n
 
-    def submit(self, items: Sequence) -> list:
+    def submit(self, items: Sequence) -> Done:
         """Run `items` through the model, batched with other requests; results in order."""
-        deadline = time.monotonic() + self.timeout_s
-        mine = [_Job(item, deadline) for item in items]
+        now = time.monotonic()
+        mine = [_Job(item, now + self.timeout_s, now) for item in items]
         with self._cond:
             full = len(self._queue) + len(mine) > self.max_queue
             if not full:
                 self._queue.extend(mine)
+                self.on_depth(len(self._queue))
                 lead = not self._busy
                 self._busy = True
                 self._cond.notify_all()
@@ -119,7 +131,11 @@ class Batcher:
             self._lead(mine)
         for job in mine:
             self._await(job, mine)
-        return [job.result for job in mine]
+        return Done(
+            [job.result for job in mine],
+            max(job.started_at - job.queued_at for job in mine),
+            max(job.ended_at - job.started_at for job in mine),
+        )
 
     def _await(self, job: _Job, mine: list[_Job]) -> None:
         while job.state not in (DONE, CANCELLED):
@@ -169,8 +185,9 @@ class Batcher:
                     job.state = CANCELLED
                     job.wake.set()
                     continue
-                job.state = RUNNING
+                job.state, job.started_at = RUNNING, now
                 batch.append(job)
+            self.on_depth(len(self._queue))
             return batch
 
     def _execute(self, batch: list[_Job]) -> None:
@@ -182,8 +199,9 @@ class Batcher:
         else:
             for job, result in zip(batch, results, strict=True):
                 job.result = result
+        ended = time.monotonic()
         for job in batch:
-            job.state = DONE
+            job.state, job.ended_at = DONE, ended
             job.wake.set()
 
     def _pass_baton(self) -> None:
@@ -201,3 +219,4 @@ class Batcher:
                 job.state = CANCELLED
                 with contextlib.suppress(ValueError):
                     self._queue.remove(job)
+        self.on_depth(len(self._queue))

@@ -1,47 +1,97 @@
 """Prometheus metrics at GET /metrics, summed over every gunicorn worker.
 
 prometheus_client's multiprocess mode: each worker writes its samples to files under
-PROMETHEUS_MULTIPROC_DIR (gunicorn_conf.py makes one directory per server), and /metrics
-adds them up. Without that variable (tests, a single process) the process's own registry is
-served.
+PROMETHEUS_MULTIPROC_DIR (gunicorn_conf.py makes one directory per server, and removes a
+dead worker's live gauges in `child_exit`), and /metrics adds them up. Without that variable
+(tests, a single process) the process's own registry is served.
+
+prometheus_client's process collector (process_resident_memory_bytes) reads only the
+scraping process, and multiprocess mode disables it; hence our own per-worker memory gauge.
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import time
 
 from flask import Flask, Response, g, request
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-REQUESTS = Counter("classifier_requests", "Prediction requests answered, by HTTP status", ["status"])
-LATENCY = Histogram(
-    "classifier_request_seconds",
-    "Time to answer a prediction request",
-    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+PREFIX = "classifier_"
+_LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+REQUESTS = Counter(PREFIX + "http_requests", "HTTP requests answered, by endpoint and status", ["endpoint", "status"])
+REQUEST_SECONDS = Histogram(PREFIX + "request_duration_seconds", "Time to answer /model_predict", buckets=_LATENCY)
+QUEUE_SECONDS = Histogram(PREFIX + "queue_wait_seconds", "Time a request waited for the model", buckets=_LATENCY)
+PREPARE_SECONDS = Histogram(
+    PREFIX + "preprocess_duration_seconds", "Decode + preprocess time of one request's images", buckets=_LATENCY
 )
-BATCH_SIZE = Histogram("classifier_batch_size", "Images per forward pass", buckets=(1, 2, 4, 8, 16, 32, 64))
-IMAGES = Counter("classifier_images", "Images classified")
+INFER_SECONDS = Histogram(PREFIX + "inference_duration_seconds", "Forward pass of one batch", buckets=_LATENCY)
+BATCH_SIZE = Histogram(PREFIX + "batch_size", "Images per forward pass", buckets=(1, 2, 4, 8, 16, 32, 64))
+IMAGES = Counter(PREFIX + "images", "Images classified")
+QUEUE_DEPTH = Gauge(PREFIX + "queue_depth", "Images waiting for the model", multiprocess_mode="livesum")
+IN_FLIGHT = Gauge(PREFIX + "in_flight_requests", "Prediction requests being served", multiprocess_mode="livesum")
+LOAD_SECONDS = Gauge(PREFIX + "model_load_seconds", "Time to load the weights", multiprocess_mode="max")
+WARMUP_SECONDS = Gauge(PREFIX + "warmup_seconds", "Time a worker spent warming up", multiprocess_mode="liveall")
+WORKER_RESTARTS = Counter(PREFIX + "worker_restarts", "Workers started to replace one that exited")
+MEMORY_BYTES = Gauge(PREFIX + "process_resident_memory_bytes", "Resident memory", multiprocess_mode="liveall")
+MEMORY_PEAK_BYTES = Gauge(PREFIX + "process_peak_memory_bytes", "Peak resident memory", multiprocess_mode="liveall")
+GPU_MEMORY_BYTES = Gauge(
+    PREFIX + "gpu_memory_allocated_bytes", "GPU memory held by tensors", ["device"], multiprocess_mode="liveall"
+)
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_MEMORY_EVERY_S = 1.0  # reading /proc per request would cost more than it tells
+_memory_read_at = 0.0
 
 
-def observe_batch(size: int) -> None:
+def observe_batch(size: int, seconds: float) -> None:
     BATCH_SIZE.observe(size)
     IMAGES.inc(size)
+    INFER_SECONDS.observe(seconds)
 
 
-def _start_timer() -> None:
-    g.started = time.perf_counter()
+def update_memory(gpu_device=None) -> None:
+    """This process's memory (and its GPU's), at most once a second unless forced."""
+    global _memory_read_at
+    now = time.monotonic()
+    if now - _memory_read_at < _MEMORY_EVERY_S:
+        return
+    _memory_read_at = now
+    with open("/proc/self/statm") as f:
+        MEMORY_BYTES.set(int(f.read().split()[1]) * _PAGE)
+    MEMORY_PEAK_BYTES.set(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    if gpu_device is not None and gpu_device.type == "cuda":
+        import torch
+
+        GPU_MEMORY_BYTES.labels(str(gpu_device)).set(torch.cuda.memory_allocated(gpu_device))
+
+
+def _endpoint() -> str:
+    # The route pattern, never the raw path: unknown paths must not create new series.
+    return request.url_rule.rule if request.url_rule is not None else "unmatched"
 
 
 def _record(response: Response) -> Response:
+    REQUESTS.labels(_endpoint(), str(response.status_code)).inc()
     if request.endpoint == "classify.model_predict":
-        REQUESTS.labels(str(response.status_code)).inc()
-        LATENCY.observe(time.perf_counter() - g.get("started", time.perf_counter()))
+        REQUEST_SECONDS.observe(time.perf_counter() - g.started)
+        stats = g.get("stats")
+        if stats is not None and stats.images:
+            PREPARE_SECONDS.observe(stats.decode_s)
+            if stats.run_s:
+                QUEUE_SECONDS.observe(stats.queue_s)
     return response
 
 
 def metrics() -> Response:
+    from flask import current_app
+
+    clf = current_app.extensions.get("classifier")
+    global _memory_read_at
+    _memory_read_at = 0.0  # a scrape always reads fresh figures for this worker
+    update_memory(clf.engine.device if clf is not None and clf.engine is not None else None)
     registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
@@ -50,6 +100,5 @@ def metrics() -> Response:
 
 
 def init_app(app: Flask) -> None:
-    app.before_request(_start_timer)
     app.after_request(_record)
     app.add_url_rule("/metrics", "metrics", metrics)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Flask, current_app, jsonify, request
+from flask import Blueprint, Flask, current_app, g, jsonify, request
 
 from app.errors import error_response, request_id
-from app.service import Classifier
+from app.metrics import IN_FLIGHT, update_memory
+from app.service import Classifier, RequestStats
 from app.uploads import read_images
 
 bp = Blueprint("classify", __name__)
@@ -33,10 +34,13 @@ def model_predict():
     blobs, many = read_images(request, clf.cfg.max_images_per_request)
     rid = request_id()
     _in_flight[rid] = time.monotonic()
+    g.stats = RequestStats()
     try:
-        results = clf.classify(blobs)
+        with IN_FLIGHT.track_inprogress():
+            results = clf.classify(blobs, g.stats)
     finally:
         _in_flight.pop(rid, None)
+        update_memory(clf.engine.device)
     body = {"status": 1, "results": results} if many else results[0]
     body.update(model=clf.info, request_id=rid)
     if clf.info["untrained"]:

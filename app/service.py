@@ -7,8 +7,11 @@ and start each worker after fork (`start()`: threads, device, optimisation, warm
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -17,7 +20,7 @@ from app.batching import Batcher, run_here
 from app.config import Config
 from app.decode import decode_image
 from app.infer import Engine, cpu_threads, release_free_memory
-from app.metrics import observe_batch
+from app.metrics import QUEUE_DEPTH, WARMUP_SECONDS, observe_batch
 from app.model import LoadedModel
 from app.postprocess import activate, describe
 
@@ -34,6 +37,17 @@ def blocking_offload() -> Callable:
         return run_here
     pool = get_hub().threadpool
     return lambda fn, *args: pool.apply(fn, args)
+
+
+@dataclass
+class RequestStats:
+    """What one request went through, for its log line, Server-Timing and metrics."""
+
+    images: int = 0
+    sizes: list[str] = field(default_factory=list)  # "WxH" of each upload as decoded
+    decode_s: float = 0.0  # decode + preprocess, all images
+    queue_s: float = 0.0  # the slowest image's wait for the model
+    run_s: float = 0.0  # the forward pass its batch took
 
 
 class Classifier:
@@ -57,7 +71,9 @@ class Classifier:
         sys.setswitchinterval(cfg.gil_switch_ms / 1000)
         self.engine = Engine(self.model.net, cfg, self.model.preprocess.normalize)
         if cfg.warmup:
+            started = time.perf_counter()
             self.engine.warm_up(cfg.max_batch_size, self.model.preprocess.input_size)
+            WARMUP_SECONDS.set(time.perf_counter() - started)
             release_free_memory()
         self.offload = blocking_offload()
         self.batcher = Batcher(
@@ -68,29 +84,47 @@ class Classifier:
             cfg.request_timeout_s,
             self.offload,
             cfg.shed_delay_ms / 1000,
+            QUEUE_DEPTH.set,
         )
         logger.info(
-            "model ready: %s on %s, %d threads, %s",
+            "model ready in pid %d: arch=%s weights=%s labels=%s task=%s device=%s precision=%s graph=%s "
+            "threads=%d max_batch_size=%d max_queue=%d preprocess=%s",
+            os.getpid(),
+            cfg.model_arch,
             self.info["weights"],
+            cfg.model_labels or "(from the weights)",
+            cfg.model_task,
             self.engine.device,
+            cfg.precision,
+            cfg.graph,
             torch.get_num_threads(),
+            cfg.max_batch_size,
+            cfg.max_queue,
             self.model.preprocess.description,
         )
 
-    def prepare(self, data: bytes) -> torch.Tensor:
+    def prepare(self, data: bytes) -> tuple[torch.Tensor, str]:
+        """Decode + preprocess one upload; also returns its decoded size as "WxH"."""
         image = decode_image(
             data, self.cfg.max_image_pixels, self.model.preprocess.min_decode_size if self.cfg.jpeg_draft else 0
         )
-        return self.model.preprocess(image)
+        return self.model.preprocess(image), f"{image.width}x{image.height}"
 
     def _run_batch(self, tensors: list[torch.Tensor]) -> list[np.ndarray]:
-        observe_batch(len(tensors))
+        started = time.perf_counter()
         logits = self.engine(torch.stack(tensors))
+        observe_batch(len(tensors), time.perf_counter() - started)
         return [activate(row, self.cfg.activation_fn) for row in logits]
 
-    def classify(self, blobs: list[bytes]) -> list[dict]:
+    def classify(self, blobs: list[bytes], stats: RequestStats | None = None) -> list[dict]:
+        stats = stats if stats is not None else RequestStats()
+        stats.images = len(blobs)
+        started = time.perf_counter()
         with self.batcher.admit(len(blobs)):
-            tensors = [self.offload(self.prepare, data) for data in blobs]
-        rows = self.batcher.submit(tensors)
+            prepared = [self.offload(self.prepare, data) for data in blobs]
+        stats.decode_s = time.perf_counter() - started
+        stats.sizes = [size for _, size in prepared]
+        done = self.batcher.submit([tensor for tensor, _ in prepared])
+        stats.queue_s, stats.run_s = done.queue_s, done.run_s
         cfg = self.cfg
-        return [describe(row, self.model.labels, cfg.model_task, cfg.top_k, cfg.threshold) for row in rows]
+        return [describe(row, self.model.labels, cfg.model_task, cfg.top_k, cfg.threshold) for row in done.results]

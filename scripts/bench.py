@@ -94,7 +94,7 @@ def ceiling(clf: Classifier, images: list[bytes], seconds: float = 6) -> float:
     with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as pool:
         pending = [pool.submit(clf.prepare, images[i % len(images)]) for i in range(batch)]
         while time.perf_counter() - t0 < seconds:
-            tensors = [f.result() for f in pending]
+            tensors = [f.result()[0] for f in pending]
             pending = [pool.submit(clf.prepare, images[i % len(images)]) for i in range(batch)]
             clf.engine(torch.stack(tensors))
             done += batch
@@ -104,8 +104,8 @@ def ceiling(clf: Classifier, images: list[bytes], seconds: float = 6) -> float:
 
 
 def served_threads(gunicorn_log: Path) -> int:
-    """Torch threads each worker used, from its 'model ready: ... on cpu, N threads' line."""
-    match = re.search(r"model ready: .* on \w+, (\d+) threads", gunicorn_log.read_text())
+    """Torch threads each worker used, from its 'model ready ... threads=N' line."""
+    match = re.search(r"model ready .* threads=(\d+)", gunicorn_log.read_text())
     return int(match.group(1)) if match else 0
 
 
@@ -114,7 +114,7 @@ def single_latency_ms(clf: Classifier, image: bytes, n: int = 15) -> float:
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
-        clf.engine(clf.prepare(image)[None])
+        clf.engine(clf.prepare(image)[0][None])
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1000
 
@@ -122,7 +122,7 @@ def single_latency_ms(clf: Classifier, image: bytes, n: int = 15) -> float:
 def precision_drift(arch: str, images: list[bytes]) -> dict:
     """How far bf16 autocast moves softmax scores from fp32, on the bench images."""
     fp32, bf16 = classifier(arch), classifier(arch, precision="bf16")
-    x = torch.stack([fp32.prepare(b) for b in images])
+    x = torch.stack([fp32.prepare(b)[0] for b in images])
     p32 = torch.from_numpy(fp32.engine(x)).softmax(1)
     p16 = torch.from_numpy(bf16.engine(x)).softmax(1)
     top5 = [
@@ -142,9 +142,9 @@ def draft_effect(arch: str, images: list[bytes]) -> dict:
     diffs, t_fast, t_full = [], [], []
     for data in images:
         t0 = time.perf_counter()
-        a = fast.prepare(data)
+        a, _ = fast.prepare(data)
         t1 = time.perf_counter()
-        b = full.prepare(data)
+        b, _ = full.prepare(data)
         t2 = time.perf_counter()
         t_fast.append(t1 - t0)
         t_full.append(t2 - t1)

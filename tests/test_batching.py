@@ -28,7 +28,7 @@ def run_concurrently(batcher, groups, stagger=0.0):
 
     def call(key, items):
         try:
-            results[key] = batcher.submit(items)
+            results[key] = batcher.submit(items).results
         except Exception as exc:  # collected for the assertions
             errors[key] = exc
 
@@ -45,7 +45,7 @@ def test_lone_request_runs_at_once():
     model = FakeModel(seconds=0)
     batcher = Batcher(model, max_batch_size=8)
     t0 = time.perf_counter()
-    assert batcher.submit([1]) == [10]
+    assert batcher.submit([1]).results == [10]
     assert time.perf_counter() - t0 < 0.02 and model.batches == [[1]]
 
 
@@ -93,7 +93,7 @@ def test_a_failed_batch_fails_its_requests_only():
     results, errors = run_concurrently(batcher, [[1], [2], [3]], stagger=0.01)
     assert results[0] == [10]
     assert {str(e) for e in errors.values()} == {"model blew up"}
-    assert batcher.submit([4]) == [40]  # and the batcher still works
+    assert batcher.submit([4]).results == [40]  # and the batcher still works
 
 
 def test_optional_delay_gathers_a_fuller_batch():
@@ -119,7 +119,7 @@ def test_requests_being_decoded_count_against_the_queue():
         with batcher.admit(1), pytest.raises(Overloaded):
             batcher.check_capacity()
     batcher.check_capacity()  # all places given back
-    assert batcher.submit([1, 2, 3]) == [10, 20, 30]
+    assert batcher.submit([1, 2, 3]).results == [10, 20, 30]
 
 
 def test_refusals_are_paced_by_the_shed_delay():

@@ -17,19 +17,21 @@ from tests.test_deploy_files import load_conf  # noqa: F401 - fixture
 class FakeWorker:
     pids = itertools.count(1000)
 
-    def __init__(self):
-        self.pid = next(self.pids)
+    def __init__(self, age: int):
+        self.pid, self.age = next(self.pids), age
 
 
 class FakeServer:
-    """What the hooks see of gunicorn's Arbiter: the live workers and a logger."""
+    """What the hooks see of gunicorn's Arbiter: the live workers, their count and a logger."""
 
-    def __init__(self):
+    def __init__(self, num_workers: int = 1):
         self.WORKERS: dict[int, FakeWorker] = {}
+        self.num_workers, self.worker_age = num_workers, 0
         self.log = logging.getLogger("fake.arbiter")
 
     def spawn(self, conf) -> FakeWorker:
-        worker = FakeWorker()
+        self.worker_age += 1  # as gunicorn's Arbiter.spawn_worker numbers them
+        worker = FakeWorker(self.worker_age)
         conf["pre_fork"](self, worker)
         self.WORKERS[worker.pid] = worker
         return worker

@@ -2,11 +2,13 @@
 
 import base64
 import io
+import json
 import logging
 
 import pytest
 
 from app import create_app
+from app.requestlog import JsonLines
 from app.service import Classifier
 from tests.conftest import VOC_LABELS, assert_same_predictions, encode, make_config, photo
 
@@ -111,7 +113,7 @@ def test_wrong_routes_are_json(client, method, path, status, code):
 
 
 def test_unexpected_errors_are_generic_500s_logged_with_the_request_id(app, client, jpeg_bytes, monkeypatch, caplog):
-    def explode(blobs):
+    def explode(blobs, stats):
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(app.extensions["classifier"], "classify", explode)
@@ -195,9 +197,50 @@ def test_a_full_queue_is_refused_before_the_upload_is_read(app, client, monkeypa
     assert r.status_code == 503 and r.headers["Retry-After"] == "1" and r.get_json()["error"] == "overloaded"
 
 
-def test_metrics_count_requests_and_batches(client, jpeg_bytes):
+def sample(text: str, name: str) -> float:
+    """One sample's value from Prometheus text (`name` includes its labels)."""
+    line = next(line for line in text.splitlines() if line.startswith(name + " "))
+    return float(line.split()[-1])
+
+
+def test_metrics_count_requests_stages_and_batches(client, jpeg_bytes):
+    before = client.get("/metrics").get_data(as_text=True)
+    ok = 'classifier_http_requests_total{endpoint="/model_predict",status="200"}'
+    bad = 'classifier_http_requests_total{endpoint="/model_predict",status="400"}'
+    start = {name: sample(before, name) if name in before else 0.0 for name in (ok, bad)}
     client.post("/model_predict", data=upload(jpeg_bytes))
     client.post("/model_predict", data=b"", content_type="image/jpeg")
+    client.get("/no/such/path")
     text = client.get("/metrics").get_data(as_text=True)
-    assert 'classifier_requests_total{status="200"}' in text and 'classifier_requests_total{status="400"}' in text
-    assert "classifier_batch_size_bucket" in text and "classifier_request_seconds_count" in text
+    assert sample(text, ok) == start[ok] + 1 and sample(text, bad) == start[bad] + 1
+    assert 'endpoint="unmatched",status="404"' in text  # raw paths never become labels
+    for histogram in ("request_duration", "queue_wait", "preprocess_duration", "inference_duration"):
+        assert sample(text, f"classifier_{histogram}_seconds_count") >= 1, histogram
+    assert sample(text, "classifier_batch_size_count") >= 1
+    assert sample(text, "classifier_queue_depth") == 0 and sample(text, "classifier_in_flight_requests") == 0
+    assert sample(text, "classifier_process_resident_memory_bytes") > 50e6
+    assert sample(text, "classifier_model_load_seconds") > 0
+
+
+@pytest.fixture
+def request_log():
+    """The request logger's lines, formatted as in production."""
+    buf, handler = io.StringIO(), logging.StreamHandler()
+    handler.setStream(buf)
+    handler.setFormatter(JsonLines())
+    logging.getLogger("app.requests").addHandler(handler)
+    yield buf
+    logging.getLogger("app.requests").removeHandler(handler)
+
+
+def test_server_timing_and_one_json_log_line_per_request(client, jpeg_bytes, request_log):
+    r = client.post("/model_predict", data=upload(jpeg_bytes), headers={"X-Request-ID": "trace-7"})
+    timing = dict(part.split(";dur=") for part in r.headers["Server-Timing"].split(", "))
+    assert list(timing) == ["decode", "queue", "infer", "total"]
+    assert 0 < float(timing["decode"]) < float(timing["total"]) and float(timing["infer"]) > 0
+    lines = [json.loads(line) for line in request_log.getvalue().splitlines() if '"trace-7"' in line]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["status"] == 200 and line["sizes"] == ["600x400"] and line["images"] == 1
+    assert line["bytes_in"] > len(jpeg_bytes) and line["path"] == "/model_predict"
+    assert {f"{stage}_ms" for stage in timing} <= set(line)

@@ -4,9 +4,15 @@ Started once per worker class (gthread, the default, and gevent as seed 001 runs
 """
 
 import io
+import json
+import os
+import re
+import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import psutil
 import pytest
 import requests
 import torch
@@ -42,13 +48,13 @@ def server(request, imagenet_ckpt, tmp_path_factory):
     }
     log = tmp_path_factory.mktemp("gunicorn") / f"{request.param}.log"
     proc, url = start_gunicorn(env, log)
-    yield url, log
+    yield url, log, proc.pid  # proc is the gunicorn master
     stop(proc)
 
 
 @pytest.mark.parametrize("image", ["jpeg_bytes", "png_bytes"])
 def test_answers_match_the_model_run_in_process(server, imagenet_ckpt, image, request):
-    url, _ = server
+    url, *_ = server
     data = request.getfixturevalue(image)
     r = requests.post(url + "/model_predict", files={"image": ("img", data)}, timeout=30)
     assert r.status_code == 200, r.text
@@ -59,7 +65,7 @@ def test_answers_match_the_model_run_in_process(server, imagenet_ckpt, image, re
 
 
 def test_concurrent_load_gets_correct_answers(server, jpeg_bytes, png_bytes):
-    url, _ = server
+    url, *_ = server
     images = [jpeg_bytes, png_bytes] * 12
 
     def post(data):
@@ -75,10 +81,32 @@ def test_concurrent_load_gets_correct_answers(server, jpeg_bytes, png_bytes):
 
 
 def test_start_up_is_logged_once_with_resolved_settings(server):
-    _, log = server
+    _, log, _ = server
     text = log.read_text()
     assert text.count("settings: bind=") == 1 and "workers=2" in text
-    assert text.count("model ready:") == 2  # each worker starts its own copy after fork
+    ready = re.findall(r"model ready in pid (\d+): (.*)", text)
+    assert len({pid for pid, _ in ready}) == 2  # each worker starts its own copy after fork
+    for _, line in ready:
+        for field in ("arch=resnet18", "weights=", "labels=", "device=cpu", "precision=fp32", "threads=1"):
+            assert field in line, field
+
+
+def test_every_request_logs_one_json_line_joined_by_its_id(server, jpeg_bytes):
+    url, log, _ = server
+    ids = [f"join-{i}" for i in range(3)]
+    for rid in ids:
+        r = requests.post(url + "/model_predict", files={"image": ("a.jpg", jpeg_bytes)}, headers={"X-Request-ID": rid})
+        assert r.headers["X-Request-ID"] == rid and r.json()["request_id"] == rid
+    r = requests.post(url + "/model_predict", data=b"not an image", headers={"Content-Type": "image/jpeg"})
+    generated = r.json()["request_id"]
+    time.sleep(0.5)  # log lines are written after the response
+    lines = log.read_text().splitlines()
+    for rid in [*ids, generated]:
+        mine = [json.loads(line) for line in lines if line.startswith("{") and f'"{rid}"' in line]
+        assert len(mine) == 1, rid
+        assert {"ts", "status", "sizes", "decode_ms", "queue_ms", "infer_ms", "total_ms"} <= set(mine[0])
+        assert sum(f"rid={rid}" in line for line in lines) == 1  # gunicorn's access log line
+    assert mine[0]["status"] == 400
 
 
 def test_multilabel_server(voc_ckpt, tmp_path, jpeg_bytes):
@@ -97,14 +125,61 @@ def test_multilabel_server(voc_ckpt, tmp_path, jpeg_bytes):
     assert body["status"] == 1 and body["result"] == ["Cat", "Person"]
 
 
-def test_metrics_add_up_over_workers(server, jpeg_bytes):
-    url, _ = server
-    for _ in range(6):
-        requests.post(url + "/model_predict", files={"image": ("a.jpg", jpeg_bytes)}, timeout=30)
+def scrape(url: str) -> dict[str, float]:
+    """Every sample of /metrics, keyed by its name with labels."""
     text = requests.get(url + "/metrics", timeout=10).text
-    served = sum(
-        float(line.split()[-1])
-        for line in text.splitlines()
-        if line.startswith('classifier_requests_total{status="200"}')
-    )
-    assert served >= 6 + 2 + 24  # this test's, the comparison tests' and the load test's
+    return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))}
+
+
+OK = 'classifier_http_requests_total{endpoint="/model_predict",status="200"}'
+
+
+def pids_reporting_memory(samples: dict[str, float]) -> set[str]:
+    return {re.search(r'pid="(\d+)"', k).group(1) for k in samples if k.startswith("classifier_process_resident")}
+
+
+def test_metrics_add_up_over_workers_while_requests_flow(server, jpeg_bytes):
+    url, *_ = server
+    before = scrape(url)
+    sent, scrapes = 40, []
+
+    def post(_):
+        r = requests.post(url + "/model_predict", files={"image": ("a.jpg", jpeg_bytes)}, timeout=30)
+        return r.status_code
+
+    with ThreadPoolExecutor(6) as pool:
+        statuses = pool.map(post, range(sent))
+        while len(scrapes) < 5:  # scraping while the requests are in flight must work too
+            scrapes.append(scrape(url))
+        assert set(statuses) == {200}
+    after = scrape(url)
+    assert after[OK] - before.get(OK, 0) == sent
+    count = "classifier_request_duration_seconds_count"
+    assert after[count] - before.get(count, 0) == sent
+    assert after["classifier_images_total"] - before.get("classifier_images_total", 0) == sent
+    assert all(s[OK] <= after[OK] for s in scrapes)
+    assert len(pids_reporting_memory(after)) == 2  # both workers, one series each
+    assert after["classifier_queue_depth"] == 0 and after["classifier_in_flight_requests"] == 0
+
+
+def test_a_dead_workers_gauges_go_and_its_restart_is_counted(server, jpeg_bytes):
+    """Runs last in this module: it kills a worker."""
+    url, _, master_pid = server
+    for _ in range(4):
+        requests.post(url + "/model_predict", files={"image": ("a.jpg", jpeg_bytes)}, timeout=30)
+    before = scrape(url)
+    master = psutil.Process(master_pid)
+    victim = master.children()[0].pid
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        live = [c.pid for c in master.children()]
+        if len(live) == 2 and victim not in live and requests.get(url + "/ready", timeout=5).ok:
+            break
+        time.sleep(0.25)
+    for _ in range(4):  # both workers touch their gauges
+        requests.post(url + "/model_predict", files={"image": ("a.jpg", jpeg_bytes)}, timeout=30)
+    after = scrape(url)
+    assert after["classifier_worker_restarts_total"] == before.get("classifier_worker_restarts_total", 0) + 1
+    assert str(victim) not in pids_reporting_memory(after)
+    assert after[OK] >= before[OK] + 4  # the dead worker's counts are kept
