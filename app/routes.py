@@ -1,4 +1,4 @@
-"""HTTP routes: /model_predict, /health, /ready."""
+"""HTTP routes: /model_predict, /health, /ready, /openapi.json and the try-it page at /."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from flask import Blueprint, Flask, current_app, g, jsonify, request
 
 from app.errors import error_response, request_id
 from app.metrics import IN_FLIGHT, update_memory
+from app.openapi import build_spec
 from app.service import Classifier, RequestStats
 from app.uploads import read_images
 
@@ -59,6 +60,16 @@ def ready():
     if not clf.ready:
         return error_response(503, "not_ready", "the model is loading or warming up")
     return jsonify({"status": "ready", "model": clf.info})
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(build_spec(classifier().cfg))
+
+
+@bp.get("/")
+def index():
+    return current_app.send_static_file("index.html")
 
 
 def init_app(app: Flask) -> None:

@@ -98,6 +98,18 @@ def client(app):
     return app.test_client()
 
 
+# --- a real server -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def live_server(imagenet_ckpt, tmp_path_factory) -> str:
+    """One gunicorn worker with the repo's config, shared by modules that only need it to answer."""
+    env = {"MODEL_ARCH": "resnet18", "MODEL_WEIGHTS": str(imagenet_ckpt), "WORKERS": "1"}
+    proc, url = start_gunicorn(env, tmp_path_factory.mktemp("live") / "gunicorn.log")
+    yield url
+    stop(proc)
+
+
 # --- images ----------------------------------------------------------------------------------
 
 

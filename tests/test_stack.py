@@ -4,6 +4,7 @@ It runs the repository's own supervisor.conf and nginx.conf, the command the Doc
 runs, so the ports are the real ones. Faults are injected with kill -9, as in production.
 """
 
+import json
 import os
 import re
 import signal
@@ -119,6 +120,20 @@ def test_nginx_generates_a_request_id_the_app_sees(stack, jpeg_bytes):
     assert (
         re.fullmatch(r"[0-9a-f]{32}", r.headers["X-Request-ID"]) and r.json()["request_id"] == r.headers["X-Request-ID"]
     )
+
+
+def test_one_id_joins_the_nginx_gunicorn_and_app_log_lines(stack, jpeg_bytes):
+    rid = predict(NGINX, jpeg_bytes).headers["X-Request-ID"]
+    access, app_log = ROOT / "run/nginx/logs/access.log", ROOT / "run/our_app.log"
+
+    def lines():
+        return [line for path in (access, app_log) for line in path.read_text().splitlines() if rid in line]
+
+    assert wait_until(lambda: len(lines()) == 3, timeout=10), lines()  # nginx flushes its log every 1 s
+    edge, gunicorn, app = sorted(lines(), key=lambda line: (line.startswith("{"), "rt=" not in line))
+    assert f"rid={rid}" in edge and " 200 " in edge and "urt=" in edge
+    assert f"rid={rid}" in gunicorn and '"POST /model_predict HTTP/1.1" 200' in gunicorn
+    assert json.loads(app)["request_id"] == rid and json.loads(app)["status"] == 200
 
 
 def test_a_phone_photo_passes_nginx(stack):
