@@ -29,7 +29,7 @@ def create_app(config: Config | None = None) -> Flask:
     The model is started (threads, device, warm-up) here too, unless `defer_start` is set:
     gunicorn_conf.py sets it so that each worker starts its copy after fork.
     """
-    from app import errors, metrics, requestlog, routes
+    from app import auth, errors, metrics, requestlog, routes
     from app.model import load_model
     from app.service import Classifier
     from app.uploads import InMemoryRequest
@@ -43,6 +43,7 @@ def create_app(config: Config | None = None) -> Flask:
     app.json.sort_keys = False
     errors.init_app(app)
     requestlog.init_app(app)
+    auth.init_app(app)
     routes.init_app(app)
     metrics.init_app(app)
     if cfg.defer_start:

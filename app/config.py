@@ -7,7 +7,7 @@ A bad value raises `ConfigError` with a message that names the variable and how 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +51,9 @@ class Config:
     max_upload_bytes: int = 20 * 1024 * 1024  # keep equal to nginx.conf client_max_body_size
     max_image_pixels: int = 64_000_000  # decompression-bomb guard; a 12 MP photo passes
     max_images_per_request: int = 32
+    # When set, /model_predict and /metrics need `Authorization: Bearer <key>` or
+    # `X-API-Key: <key>`; probes, the page and the spec stay open.
+    api_key: str = field(default="", repr=False)
     # --- inference ---
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"
@@ -123,6 +126,11 @@ class Config:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name.upper()}={getattr(self, name)} must be a positive integer")
+        if self.api_key and (len(self.api_key) < 16 or self.api_key != self.api_key.strip()):
+            raise ConfigError(
+                "API_KEY must be at least 16 characters with no surrounding spaces; generate one with: "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+            )
         if self.gil_switch_ms <= 0:
             raise ConfigError(f"GIL_SWITCH_MS={self.gil_switch_ms} must be > 0 (Python's default is 5)")
         if self.request_timeout_s <= 0 or min(self.max_batch_delay_ms, self.shed_delay_ms, self.torch_threads) < 0:

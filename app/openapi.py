@@ -160,7 +160,6 @@ def _predict(cfg: Config) -> dict:
                     "content": {"application/json": {"schema": _ref("Answer")}},
                 },
                 "400": _error("Not an image, corrupt, empty, or a malformed body"),
-                "401": _error("API_KEY is set and the request has no valid key"),
                 "413": _error("Too many bytes, pixels or images"),
                 "415": _error("Unsupported Content-Type"),
                 "503": _error("At capacity (MAX_QUEUE) or still loading; retry after Retry-After", retry_after=True),
@@ -171,9 +170,15 @@ def _predict(cfg: Config) -> dict:
     }
 
 
+_SECURITY_SCHEMES = {
+    "bearer": {"type": "http", "scheme": "bearer"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+
+
 def build_spec(cfg: Config) -> dict:
     text = {"text/plain": {"schema": {"type": "string"}}}
-    return {
+    spec = {
         "openapi": "3.0.3",
         "info": {
             "title": "Image classifier",
@@ -236,3 +241,10 @@ def build_spec(cfg: Config) -> dict:
         },
         "components": {"schemas": SCHEMAS},
     }
+    if cfg.api_key:  # API_KEY set: these two need it, either way of sending it
+        spec["components"]["securitySchemes"] = _SECURITY_SCHEMES
+        for path, method in (("/model_predict", "post"), ("/metrics", "get")):
+            operation = spec["paths"][path][method]
+            operation["security"] = [{"bearer": []}, {"apiKey": []}]
+            operation["responses"]["401"] = _error("No valid API key")
+    return spec

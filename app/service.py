@@ -19,6 +19,7 @@ import torch
 from app.batching import Batcher, run_here
 from app.config import Config
 from app.decode import decode_image
+from app.errors import APIError
 from app.infer import Engine, cpu_threads, release_free_memory
 from app.metrics import QUEUE_DEPTH, WARMUP_SECONDS, observe_batch
 from app.model import LoadedModel
@@ -110,6 +111,16 @@ class Classifier:
         )
         return self.model.preprocess(image), f"{image.width}x{image.height}"
 
+    def _prepare_part(self, index: int, blobs: list[bytes]) -> tuple[torch.Tensor, str]:
+        """One part of a request. A bad part refuses the whole request, naming the part: an
+        answer with holes in it would be easy to misread as a full one."""
+        try:
+            return self.offload(self.prepare, blobs[index])
+        except APIError as exc:
+            if len(blobs) > 1:
+                exc.message = f"image {index + 1} of {len(blobs)}: {exc.message}"
+            raise
+
     def _run_batch(self, tensors: list[torch.Tensor]) -> list[np.ndarray]:
         started = time.perf_counter()
         logits = self.engine(torch.stack(tensors))
@@ -121,7 +132,7 @@ class Classifier:
         stats.images = len(blobs)
         started = time.perf_counter()
         with self.batcher.admit(len(blobs)):
-            prepared = [self.offload(self.prepare, data) for data in blobs]
+            prepared = [self._prepare_part(i, blobs) for i in range(len(blobs))]
         stats.decode_s = time.perf_counter() - started
         stats.sizes = [size for _, size in prepared]
         done = self.batcher.submit([tensor for tensor, _ in prepared])

@@ -6,19 +6,17 @@ the network. ResNet-18 keeps them quick; the loading code is the same for every 
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torchvision.models import get_model
 
 from app import create_app
 from app.config import ROOT, Config
 
-# Real processes: the helpers are shared with the bench and memory scripts.
+# Images and real processes: the helpers are shared with the bench, soak and memory scripts.
+from scripts.hostile_inputs import encode, photo  # noqa: F401
 from scripts.procs import free_port, spawn, start_gunicorn, start_nginx, stop, venv_bin, wait_ready  # noqa: F401
 
 VOC_LABELS = str(ROOT / "class_name.json")
@@ -111,22 +109,6 @@ def live_server(imagenet_ckpt, tmp_path_factory) -> str:
 
 
 # --- images ----------------------------------------------------------------------------------
-
-
-def photo(size: tuple[int, int] = (600, 400), seed: int = 0) -> Image.Image:
-    """A smooth, photo-like RGB image (gradients + mild noise), deterministic per seed."""
-    w, h = size
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = np.stack([x / w, y / h, (x + y) / (w + h)], axis=-1) * 200 + 20
-    noisy = base + rng.normal(0, 8, base.shape)
-    return Image.fromarray(noisy.clip(0, 255).astype(np.uint8))
-
-
-def encode(image: Image.Image, fmt: str = "JPEG", **kwargs) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, fmt, **kwargs)
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="session")
