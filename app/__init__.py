@@ -37,7 +37,7 @@ def create_app(config: Config | None = None) -> Flask:
     _log_through_gunicorn()
     requestlog.setup_logging(logging.getLogger("app").level or logging.INFO)
     cfg = config or Config.from_env()
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # the one page is served by routes.index
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_upload_bytes
     app.json.sort_keys = False

@@ -13,7 +13,7 @@ from flask import Flask, current_app, request
 
 from app.errors import APIError
 
-OPEN_ENDPOINTS = frozenset({"classify.health", "classify.ready", "classify.index", "classify.openapi", "static"})
+OPEN_ENDPOINTS = frozenset({"classify.health", "classify.ready", "classify.index", "classify.openapi"})
 
 
 def _presented_key() -> str:

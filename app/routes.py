@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
-from flask import Blueprint, Flask, current_app, g, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 
 from app.errors import error_response, request_id
 from app.metrics import IN_FLIGHT, update_memory
@@ -67,9 +68,12 @@ def openapi():
     return jsonify(build_spec(classifier().cfg))
 
 
+PAGE = (Path(__file__).parent / "static" / "index.html").read_bytes()  # read once: it never changes
+
+
 @bp.get("/")
 def index():
-    return current_app.send_static_file("index.html")
+    return Response(PAGE, mimetype="text/html")
 
 
 def init_app(app: Flask) -> None:

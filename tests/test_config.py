@@ -44,6 +44,7 @@ def test_env_is_parsed_once_into_the_object():
         ({"GIL_SWITCH_MS": "0"}, "GIL_SWITCH_MS=0.0 must be > 0"),
         ({"GRAPH": "onnx"}, "GRAPH='onnx' is not supported; choose one of: torchscript, fx, eager"),
         ({"MODEL_WEIGHTS": ""}, "MODEL_WEIGHTS is empty"),
+        ({"API_KEY": "hunter2"}, "API_KEY must be at least 16 characters"),
     ],
 )
 def test_bad_settings_say_what_and_how(env, message):
@@ -55,3 +56,7 @@ def test_bad_settings_say_what_and_how(env, message):
 def test_raw_outputs_may_be_thresholded_outside_0_1():
     cfg = Config.from_env({"MODEL_TASK": "multilabel", "ACTIVATION": "none", "THRESHOLD": "2.0"})
     assert cfg.activation_fn == "none"
+
+
+def test_the_api_key_never_shows_in_the_config_repr():
+    assert "s3cret" not in repr(Config.from_env({"API_KEY": "s3cret-s3cret-s3cret"}))

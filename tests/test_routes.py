@@ -244,3 +244,42 @@ def test_server_timing_and_one_json_log_line_per_request(client, jpeg_bytes, req
     assert line["status"] == 200 and line["sizes"] == ["600x400"] and line["images"] == 1
     assert line["bytes_in"] > len(jpeg_bytes) and line["path"] == "/model_predict"
     assert {f"{stage}_ms" for stage in timing} <= set(line)
+
+
+KEY = "k" * 8 + "-secret-key-123"
+
+
+@pytest.fixture(scope="module")
+def keyed_client(imagenet_ckpt):
+    return create_app(make_config(imagenet_ckpt, api_key=KEY)).test_client()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status"),
+    [
+        ("post", "/model_predict", {}, 401),
+        ("post", "/model_predict", {"Authorization": "Bearer wrong-key-wrong-key"}, 401),
+        ("post", "/model_predict", {"Authorization": f"Basic {KEY}"}, 401),
+        ("post", "/model_predict", {"X-API-Key": KEY[:-1]}, 401),
+        ("get", "/metrics", {}, 401),
+        ("post", "/model_predict", {"Authorization": f"Bearer {KEY}"}, 200),
+        ("post", "/model_predict", {"X-API-Key": KEY}, 200),
+        ("get", "/metrics", {"X-API-Key": KEY}, 200),
+        ("get", "/health", {}, 200),
+        ("get", "/ready", {}, 200),
+        ("get", "/", {}, 200),
+        ("get", "/openapi.json", {}, 200),
+    ],
+)
+def test_api_key_guards_prediction_and_metrics_only(keyed_client, jpeg_bytes, method, path, headers, status):
+    kwargs = {"data": upload(jpeg_bytes)} if method == "post" else {}
+    r = getattr(keyed_client, method)(path, headers=headers, **kwargs)
+    assert r.status_code == status
+    if status == 401:
+        assert r.get_json()["error"] == "unauthorized" and r.headers["WWW-Authenticate"].startswith("Bearer")
+        assert KEY not in r.get_data(as_text=True)
+
+
+def test_the_key_is_checked_before_the_upload_is_read(keyed_client, monkeypatch):
+    monkeypatch.setattr("app.routes.read_images", lambda *a: pytest.fail("read the upload of a refused request"))
+    assert keyed_client.post("/model_predict", data=b"x" * 1000, content_type="image/jpeg").status_code == 401
