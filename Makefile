@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test bench memory lint clean
+.PHONY: install serve test bench soak memory lint clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ test: install
 # Throughput/latency report: bench/out/report.md + chart.png (about 6 minutes on 2 cores).
 bench: install
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m scripts.bench
+
+# Thousands of mixed good and bad requests through nginx: errors by kind, worker memory growth,
+# file descriptors and temp files left (bench/out/soak.md). Exits 1 when a target is missed.
+soak: install
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m scripts.soak
 
 # PSS of the gunicorn tree for 1, 2 and 4 workers, with and without preload.
 memory: install

@@ -10,6 +10,7 @@ import shutil
 import tempfile
 
 from app.gpus import list_gpus, pick_gpu
+from app.malloc import limit_arenas
 
 
 def _env(name, default, cast=str):
@@ -147,6 +148,10 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(D)sus rid=%({x-request-id}o)s'
 #          memory...) from /metrics; its counters and histograms keep counting.
 #   on_exit - Remove this server's metrics directory.
 #
+
+# Two malloc arenas (glibc), set in the master so every worker inherits it: with the default
+# (8 x cores) worker memory kept growing under mixed uploads (app/malloc.py has the figures).
+limit_arenas()  # MALLOC_ARENA_MAX in the environment overrides it
 
 # Collections in the master would move objects between generations and dirty the pages
 # the workers share; collect once after loading instead (pre_fork).

@@ -20,7 +20,8 @@ from app.batching import Batcher, run_here
 from app.config import Config
 from app.decode import decode_image
 from app.errors import APIError
-from app.infer import Engine, cpu_threads, release_free_memory
+from app.infer import Engine, cpu_threads
+from app.malloc import release_free_memory
 from app.metrics import QUEUE_DEPTH, WARMUP_SECONDS, observe_batch
 from app.model import LoadedModel
 from app.postprocess import activate, describe

@@ -26,7 +26,6 @@ import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ from app.config import Config
 from app.infer import cpu_has_bf16, cpu_threads
 from app.model import load_model
 from app.service import Classifier
-from scripts.procs import OUR_APP, ROOT, start_gunicorn, start_nginx, stop
+from scripts.procs import ROOT, stack
 
 OUT = ROOT / "bench" / "out"
 AB_SECONDS = 8
@@ -160,22 +159,6 @@ def draft_effect(arch: str, images: list[bytes]) -> dict:
 # --- the stack through nginx -----------------------------------------------------------------
 
 
-@contextmanager
-def stack(env: dict, workdir: Path, args: tuple[str, ...] = OUR_APP):
-    workdir.mkdir(parents=True, exist_ok=True)
-    gunicorn, backend = start_gunicorn(
-        {"ACCESS_LOG": "/dev/null", "MODEL_WEIGHTS": "random", **env}, workdir / "gunicorn.log", args
-    )
-    try:
-        nginx, url = start_nginx(workdir / "nginx", [backend.removeprefix("http://")])
-        try:
-            yield url, workdir / "nginx" / "logs" / "access.log"
-        finally:
-            stop(nginx)
-    finally:
-        stop(gunicorn)
-
-
 def warm(url: str, image: Path, concurrency: int) -> None:
     """A short ab run first, so connections and batch shapes are warm when timing starts."""
     script = str(ROOT / "scripts" / "ab_multipart.sh")
@@ -258,14 +241,14 @@ def head_to_head(files: dict[str, Path], tmp: Path) -> dict:
     """
     out: dict = {}
     ours_env, base_env = {"MODEL_ARCH": "resnet18"}, {"MODEL_ARCH": "resnet18", "OMP_NUM_THREADS": "1"}
-    with stack(ours_env, tmp / "h2h-ours") as (ours, _), stack(base_env, tmp / "h2h-base", BASELINE_ARGS) as (base, _):
+    with stack(ours_env, tmp / "h2h-ours") as ours, stack(base_env, tmp / "h2h-base", BASELINE_ARGS) as base:
         threads = served_threads(tmp / "h2h-ours" / "gunicorn.log")
         full_machine = classifier("resnet18", max_batch_size=CEILING_BATCH)
         as_served = classifier("resnet18", torch_threads=threads)
         for name, path in files.items():
             image = path.read_bytes()
-            warm(ours, path, 8)
-            warm(base, path, 8)
+            warm(ours.url, path, 8)
+            warm(base.url, path, 8)
             samples: dict[str, list[float]] = {
                 "ours": [],
                 "baseline": [],
@@ -274,11 +257,11 @@ def head_to_head(files: dict[str, Path], tmp: Path) -> dict:
                 "single_ms": [],
             }
             for _ in range(ROUNDS):
-                samples["ours"].append(ab(ours, path, 8, 6, warm_first=False)["rps"])
-                samples["baseline"].append(ab(base, path, 8, 6, warm_first=False)["rps"])
+                samples["ours"].append(ab(ours.url, path, 8, 6, warm_first=False)["rps"])
+                samples["baseline"].append(ab(base.url, path, 8, 6, warm_first=False)["rps"])
                 samples["ceiling"].append(ceiling(full_machine, [image], seconds=4))
                 if name == "web":
-                    samples["ours_c1_p50"].append(ab(ours, path, 1, 4, warm_first=False)["p50"])
+                    samples["ours_c1_p50"].append(ab(ours.url, path, 1, 4, warm_first=False)["p50"])
                     samples["single_ms"].append(single_latency_ms(as_served, image))
             out[name] = {k: statistics.median(v) for k, v in samples.items() if v} | {"samples": samples}
             print(json.dumps({name: out[name]}), flush=True)
@@ -305,8 +288,8 @@ def run(quick: bool) -> dict:
                 entry = {"arch": arch, "precision": precision, "images": image_set, "server": "ours"}
                 levels = [1, 4, 8, 16] if (precision, image_set) == ("fp32", "web") else [1, 8]
                 workdir = tmp / f"{arch}-{precision}-{image_set}"
-                with stack({"MODEL_ARCH": arch, "PRECISION": precision}, workdir) as (url, _):
-                    entry["ab"] = [ab(url, files[image_set], c) for c in levels]
+                with stack({"MODEL_ARCH": arch, "PRECISION": precision}, workdir) as running:
+                    entry["ab"] = [ab(running.url, files[image_set], c) for c in levels]
                 threads = served_threads(workdir / "gunicorn.log")
                 full_machine = classifier(arch, precision=precision, max_batch_size=CEILING_BATCH)
                 entry["ceiling"] = ceiling(full_machine, [image])
@@ -316,13 +299,13 @@ def run(quick: bool) -> dict:
                 results["runs"].append(entry)
                 print(json.dumps(entry), flush=True)
 
-    with stack({"MODEL_ARCH": "resnet18", "WORKER_CLASS": "gevent"}, tmp / "gevent") as (url, _):
+    with stack({"MODEL_ARCH": "resnet18", "WORKER_CLASS": "gevent"}, tmp / "gevent") as running:
         entry = {
             "arch": "resnet18",
             "precision": "fp32",
             "images": "web",
             "server": "gevent",
-            "ab": [ab(url, files["web"], c) for c in (1, 8)],
+            "ab": [ab(running.url, files["web"], c) for c in (1, 8)],
         }
     results["runs"].append(entry)
     print(json.dumps(entry), flush=True)
@@ -330,8 +313,8 @@ def run(quick: bool) -> dict:
     # A queue of 16 in all: 8 places in each of the 2 default workers on 2 cores.
     workers = len(os.sched_getaffinity(0))
     env = {"MODEL_ARCH": "resnet18", "MAX_QUEUE": str(max(1, 16 // workers)), "REQUEST_TIMEOUT_S": "5"}
-    with stack(env, tmp / "overload") as (url, log):
-        results["overload"] = overload(url, log, files["web"])
+    with stack(env, tmp / "overload") as running:
+        results["overload"] = overload(running.url, running.access_log, files["web"])
     print(json.dumps(results["overload"]), flush=True)
 
     results["drift"] = precision_drift("resnet18", sets["web"] + sets["phone"])

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import requests
 
@@ -100,3 +101,27 @@ def start_nginx(prefix: Path, backends: list[str]) -> tuple[subprocess.Popen, st
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/health", proc, timeout=20)
     return proc, url
+
+
+class Stack(NamedTuple):
+    url: str  # nginx, the public face
+    gunicorn: subprocess.Popen  # the master
+    nginx: subprocess.Popen
+    access_log: Path  # nginx's
+
+
+@contextlib.contextmanager
+def stack(env: dict, workdir: Path, args: tuple[str, ...] = OUR_APP):
+    """gunicorn (random weights unless `env` names some) behind the repo's nginx, on loopback."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    gunicorn, backend = start_gunicorn(
+        {"ACCESS_LOG": "/dev/null", "MODEL_WEIGHTS": "random", **env}, workdir / "gunicorn.log", args
+    )
+    try:
+        nginx, url = start_nginx(workdir / "nginx", [backend.removeprefix("http://")])
+        try:
+            yield Stack(url, gunicorn, nginx, workdir / "nginx" / "logs" / "access.log")
+        finally:
+            stop(nginx)
+    finally:
+        stop(gunicorn)
