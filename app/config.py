@@ -60,6 +60,8 @@ class Config:
     channels_last: bool = True
     # torchscript: traced + frozen (CPU fp32); fx: batch norm folded, run from Python; eager.
     graph: str = "torchscript"
+    # oneDNN Graph fusion of the TorchScript graph (CPU fp32): faster, but costs memory.
+    onednn_fusion: bool = False
     torch_threads: int = 0  # 0 = cores // workers
     # How long a thread may hold the GIL before yielding (Python's default: 5 ms). 1 ms lets
     # the thread that finished a forward pass hand out results and start the next batch

@@ -2,11 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torchvision.models import get_model
 
 from app.config import ConfigError
+from app.infer import Engine
 from app.model import load_labels, load_model
 from app.weights import cached_path, imagenet_weights
 from tests.conftest import VOC_LABELS, make_config, voc_state
@@ -106,17 +108,25 @@ def test_random_weights_are_explicit_and_marked(caplog):
     assert "UNTRAINED" in caplog.text
 
 
-@pytest.mark.parametrize("graph", ["torchscript", "fx"])
-def test_optimised_graphs_match_eager(imagenet_ckpt, graph):
-    """Folding batch norm, freezing and channels_last change the arithmetic, not the answer."""
-    optimised = load_model(make_config(imagenet_ckpt, graph=graph)).net
+@pytest.mark.parametrize(("graph", "fusion"), [("torchscript", False), ("torchscript", True), ("fx", False)])
+def test_optimised_graphs_match_eager(imagenet_ckpt, graph, fusion):
+    """Folding batch norm, freezing, oneDNN fusion and channels_last change the arithmetic, not
+    the answer. Three runs: the TorchScript executor profiles, then runs the fused graph."""
+    cfg = make_config(imagenet_ckpt, graph=graph, onednn_fusion=fusion)
+    model = load_model(cfg)
+    torch.jit.enable_onednn_fusion(False)
+    engine = Engine(model.net, cfg, model.preprocess.normalize)
     eager = load_model(make_config(imagenet_ckpt, graph="eager", channels_last=False)).net
-    assert isinstance(optimised, torch.jit.ScriptModule) == (graph == "torchscript")
-    x = torch.randn(3, 3, 224, 224)  # another batch size than the trace's
+    assert isinstance(model.net, torch.jit.ScriptModule) == (graph == "torchscript")
+    assert torch.jit.onednn_fusion_enabled() == fusion
+    images = torch.randint(0, 256, (3, 3, 224, 224), dtype=torch.uint8)  # not the trace's batch size
     with torch.inference_mode():
-        torch.testing.assert_close(
-            optimised(x.contiguous(memory_format=torch.channels_last)), eager(x), atol=1e-4, rtol=1e-4
-        )
+        want = eager(model.preprocess.normalize(images)).numpy()
+    try:
+        for _ in range(3):
+            np.testing.assert_allclose(engine(images), want, atol=1e-4, rtol=1e-4)
+    finally:
+        torch.jit.enable_onednn_fusion(False)  # process-wide: don't leak into other tests
 
 
 def test_autocast_precisions_keep_the_python_graph(imagenet_ckpt):
