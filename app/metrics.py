@@ -15,7 +15,7 @@ import os
 import resource
 import time
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -52,11 +52,11 @@ def observe_batch(size: int, seconds: float) -> None:
     INFER_SECONDS.observe(seconds)
 
 
-def update_memory(gpu_device=None) -> None:
+def update_memory(gpu_device=None, force: bool = False) -> None:
     """This process's memory (and its GPU's), at most once a second unless forced."""
     global _memory_read_at
     now = time.monotonic()
-    if now - _memory_read_at < _MEMORY_EVERY_S:
+    if not force and now - _memory_read_at < _MEMORY_EVERY_S:
         return
     _memory_read_at = now
     with open("/proc/self/statm") as f:
@@ -86,12 +86,9 @@ def _record(response: Response) -> Response:
 
 
 def metrics() -> Response:
-    from flask import current_app
-
     clf = current_app.extensions.get("classifier")
-    global _memory_read_at
-    _memory_read_at = 0.0  # a scrape always reads fresh figures for this worker
-    update_memory(clf.engine.device if clf is not None and clf.engine is not None else None)
+    # A scrape always reads fresh figures for the worker that serves it.
+    update_memory(clf.engine.device if clf is not None and clf.engine is not None else None, force=True)
     registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()

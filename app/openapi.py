@@ -7,6 +7,8 @@ server, so the spec and the code can't drift apart unnoticed.
 
 from __future__ import annotations
 
+from functools import cache
+
 from app.config import Config
 
 
@@ -176,6 +178,7 @@ _SECURITY_SCHEMES = {
 }
 
 
+@cache  # Config is frozen, so one spec per configuration, built on first request
 def build_spec(cfg: Config) -> dict:
     text = {"text/plain": {"schema": {"type": "string"}}}
     spec = {
