@@ -91,18 +91,19 @@ def temp_files(dirs: list[Path]) -> set[str]:
     return {str(p) for d in dirs if d.exists() for p in d.rglob("*") if p.is_file()}
 
 
-def soak(base: str, gunicorn_pid: int, nginx_pid: int, nginx_prefix: Path, total: int, concurrency: int) -> dict:
+def soak(base: str, gunicorn_pid: int, nginx_pid: int, temp_dirs: list[Path], total: int, concurrency: int) -> dict:
+    """`temp_dirs`: where the servers may write temp files (the stack's TMPDIR and nginx's
+    prefix); not all of /tmp, where unrelated programs come and go."""
     run_mix(base, max(100, total // 10), concurrency, seed=1)  # warm-up: every shape seen once
     time.sleep(1)
     procs = processes(gunicorn_pid, nginx_pid)
-    tmp_dirs = [Path(tempfile.gettempdir()), nginx_prefix]
-    before, tmp_before = snapshot(procs), temp_files(tmp_dirs)
+    before, tmp_before = snapshot(procs), temp_files(temp_dirs)
     started = time.monotonic()
     outcomes = run_mix(base, total, concurrency, seed=2)
     seconds = time.monotonic() - started
     time.sleep(1)  # let nginx and gunicorn close what the last requests opened
     after = snapshot(procs)
-    left = sorted(temp_files(tmp_dirs) - tmp_before)
+    left = sorted(temp_files(temp_dirs) - tmp_before)
     workers = [name for name in procs if name.startswith("gunicorn worker")]
     growth = {name: after[name]["rss_mib"] / before[name]["rss_mib"] - 1 for name in workers}
     return {
@@ -154,6 +155,12 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def soak_env(workdir: Path, arch: str) -> dict:
+    """The stack's settings: its own TMPDIR, so temp files it leaves can be counted."""
+    (workdir / "tmp").mkdir(parents=True, exist_ok=True)
+    return {"MODEL_ARCH": arch, "TMPDIR": str(workdir / "tmp")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=3000)
@@ -162,10 +169,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "soak.md")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="soak-"))
-    with stack({"MODEL_ARCH": args.arch}, workdir) as running:
-        report = soak(
-            running.url, running.gunicorn.pid, running.nginx.pid, workdir / "nginx", args.requests, args.concurrency
-        )
+    with stack(soak_env(workdir, args.arch), workdir) as running:
+        temp_dirs = [workdir / "tmp", workdir / "nginx"]
+        report = soak(running.url, running.gunicorn.pid, running.nginx.pid, temp_dirs, args.requests, args.concurrency)
     text = markdown(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -1,12 +1,14 @@
 """A short `make soak`: mixed good and bad requests through nginx, against the real stack."""
 
 from scripts.procs import stack
-from scripts.soak import soak, verdicts
+from scripts.soak import soak, soak_env, verdicts
 
 
 def test_short_soak(tmp_path):
-    with stack({"MODEL_ARCH": "resnet18", "WORKERS": "2"}, tmp_path) as running:
-        report = soak(running.url, running.gunicorn.pid, running.nginx.pid, tmp_path / "nginx", 300, 8)
+    with stack({**soak_env(tmp_path, "resnet18"), "WORKERS": "2"}, tmp_path) as running:
+        report = soak(
+            running.url, running.gunicorn.pid, running.nginx.pid, [tmp_path / "tmp", tmp_path / "nginx"], 300, 8
+        )
     met = dict(verdicts(report))
     assert met["zero 5xx"] and met["every request got its expected status"], report["outcomes"]
     assert met["no file descriptors left open"], report["fds_grown"]
