@@ -108,6 +108,12 @@ def live_server(imagenet_ckpt, tmp_path_factory) -> str:
     stop(proc)
 
 
+def metric_samples(text: str) -> dict[str, float]:
+    """Every sample in Prometheus text, keyed by its name with labels as written."""
+    rows = (line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+    return {name: float(value) for name, value in rows}
+
+
 # --- images ----------------------------------------------------------------------------------
 
 

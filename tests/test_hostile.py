@@ -16,7 +16,7 @@ import requests
 from PIL import Image
 
 from scripts.hostile_inputs import REFUSED, accepted, encode
-from tests.conftest import start_nginx, stop
+from tests.conftest import metric_samples, start_nginx, stop
 
 
 @pytest.fixture(scope="module")
@@ -80,9 +80,7 @@ def test_the_exif_case_would_catch_an_ignored_rotation(nginx):
 
 
 def in_flight(base: str) -> float:
-    text = requests.get(base + "/metrics", timeout=10).text
-    line = next(line for line in text.splitlines() if line.startswith("classifier_in_flight_requests "))
-    return float(line.split()[1])
+    return metric_samples(requests.get(base + "/metrics", timeout=10).text)["classifier_in_flight_requests"]
 
 
 def raw_request(base: str, body: bytes, declared: int | None = None) -> socket.socket:

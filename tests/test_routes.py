@@ -10,7 +10,7 @@ import pytest
 from app import create_app
 from app.requestlog import JsonLines
 from app.service import Classifier
-from tests.conftest import VOC_LABELS, assert_same_predictions, encode, make_config, photo
+from tests.conftest import VOC_LABELS, assert_same_predictions, encode, make_config, metric_samples, photo
 
 
 def upload(data: bytes, name: str = "x.jpg", field: str = "image"):
@@ -198,9 +198,7 @@ def test_a_full_queue_is_refused_before_the_upload_is_read(app, client, monkeypa
 
 
 def sample(text: str, name: str) -> float:
-    """One sample's value from Prometheus text (`name` includes its labels)."""
-    line = next(line for line in text.splitlines() if line.startswith(name + " "))
-    return float(line.split()[-1])
+    return metric_samples(text)[name]
 
 
 def test_metrics_count_requests_stages_and_batches(client, jpeg_bytes):

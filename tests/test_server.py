@@ -20,7 +20,7 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.models import get_model
 
-from tests.conftest import VOC_LABELS, start_gunicorn, stop
+from tests.conftest import VOC_LABELS, metric_samples, start_gunicorn, stop
 
 
 def reference_top5(ckpt, image_bytes: bytes) -> list[tuple[int, float]]:
@@ -126,9 +126,7 @@ def test_multilabel_server(voc_ckpt, tmp_path, jpeg_bytes):
 
 
 def scrape(url: str) -> dict[str, float]:
-    """Every sample of /metrics, keyed by its name with labels."""
-    text = requests.get(url + "/metrics", timeout=10).text
-    return {k: float(v) for k, v in (line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#"))}
+    return metric_samples(requests.get(url + "/metrics", timeout=10).text)
 
 
 OK = 'classifier_http_requests_total{endpoint="/model_predict",status="200"}'
