@@ -82,16 +82,22 @@ def start_gunicorn(env: dict, log: Path, args: tuple[str, ...] = OUR_APP) -> tup
 
 
 def render_nginx_conf(listen_port: int, backends: list[str]) -> str:
-    """The repo's nginx.conf, listening on loopback:listen_port and proxying to `backends`."""
+    """The repo's nginx.conf, listening on loopback:listen_port and proxying to `backends`.
+
+    The upstream's servers are rendered by app.upstreams, as supervisor.conf does, but inline:
+    the copy lives in its own prefix, where the repo-relative include would not resolve.
+    """
+    from app.upstreams import render
+
     conf = (ROOT / "nginx.conf").read_text()
-    servers = "".join(f"        server {b} max_fails=3 fail_timeout=10s;\n" for b in backends)
-    conf = conf.replace("        server 127.0.0.1:10086 max_fails=3 fail_timeout=10s;\n", servers)
+    conf = conf.replace("include run/nginx/backends.conf;", render(backends).replace("\n", "\n        "))
     return conf.replace("listen 8999;", f"listen 127.0.0.1:{listen_port};")
 
 
 def start_nginx(prefix: Path, backends: list[str]) -> tuple[subprocess.Popen, str]:
     port = free_port()
     (prefix / "logs").mkdir(parents=True, exist_ok=True)
+    (prefix / "tmp").mkdir(exist_ok=True)
     (prefix / "nginx.conf").write_text(render_nginx_conf(port, backends))
     proc = spawn(
         ["nginx", "-e", "stderr", "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],

@@ -126,14 +126,54 @@ def test_the_master_never_imports_torch_for_gpu_counting(tmp_path):
 # --- nginx.conf ------------------------------------------------------------------------------
 
 
+def render_backends(backends: str, out) -> subprocess.CompletedProcess:
+    """supervisor.conf's step before nginx: app.upstreams writes the upstream's server lines."""
+    env = {**os.environ, "BACKENDS": backends}
+    return subprocess.run(
+        [sys.executable, "-m", "app.upstreams", str(out)], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+
+
 def test_nginx_config_test_passes(tmp_path):
+    """The repo's file as supervisord starts it: rendered backends, a prefix of its own."""
     (tmp_path / "logs").mkdir()
+    (tmp_path / "tmp").mkdir()
+    rendered = ROOT / "run" / "nginx" / "backends.conf"
+    rendered.parent.mkdir(parents=True, exist_ok=True)
+    assert render_backends("127.0.0.1:10086,[::1]:10087", rendered).returncode == 0
     result = subprocess.run(
         ["nginx", "-e", "stderr", "-t", "-p", f"{tmp_path}/", "-c", str(ROOT / "nginx.conf")],
         capture_output=True,
         text=True,
     )
+    rendered.unlink()
     assert result.returncode == 0, result.stderr
+    # Every temp path nginx creates at start is under its prefix, never Debian's /var/lib/nginx.
+    temp = {name: nginx_directive(f"{name}_temp_path") for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
+    assert all(path.startswith("tmp/") for path in temp.values()), temp
+
+
+def test_backends_render_one_server_line_each(tmp_path):
+    out = tmp_path / "backends.conf"
+    assert render_backends(" 10.0.0.11:10086, 10.0.0.12:10086 ,[fd00::12]:9000", out).returncode == 0
+    servers = [line for line in out.read_text().splitlines() if line.startswith("server")]
+    assert servers == [
+        "server 10.0.0.11:10086 max_fails=3 fail_timeout=10s;",
+        "server 10.0.0.12:10086 max_fails=3 fail_timeout=10s;",
+        "server [fd00::12]:9000 max_fails=3 fail_timeout=10s;",
+    ]
+    assert render_backends("", out).returncode == 0  # unset or empty: the one local gunicorn
+    assert "server 127.0.0.1:10086 " in out.read_text()
+
+
+@pytest.mark.parametrize(
+    "backends",
+    ["10.0.0.11", "10.0.0.11:", "10.0.0.11:0", "10.0.0.11:70000", "host:port", ":10086", "a b:1", "fd00::1:80", ",,"],
+)
+def test_bad_backends_stop_nginx_with_one_line(backends, tmp_path):
+    result = render_backends(backends, tmp_path / "backends.conf")
+    assert result.returncode == 2 and not (tmp_path / "backends.conf").exists()
+    assert len(result.stderr.strip().splitlines()) == 1 and "BACKENDS" in result.stderr, result.stderr
 
 
 def test_nginx_body_limit_equals_the_apps():
@@ -146,7 +186,9 @@ def test_nginx_waits_at_least_as_long_as_gunicorn(load_conf):
     conf = load_conf()
     assert seconds(nginx_directive("proxy_read_timeout")) >= conf["timeout"]
     assert nginx_directive("listen") == "8999"
-    assert "127.0.0.1:10086" in nginx_directive("server") and nginx_directive("proxy_pass") == "http://classifier"
+    assert (
+        nginx_directive("include") == "run/nginx/backends.conf" and nginx_directive("proxy_pass") == "http://classifier"
+    )
     assert nginx_directive("proxy_set_header X-Request-ID") == "$req_id"
 
 
