@@ -1,27 +1,44 @@
 # Image classifier: nginx :8999 -> gunicorn -> Flask, kept alive by supervisord.
 #
-#   docker build -t classifier .                                  # CPU torch, ImageNet ResNet-50
-#   docker build --build-arg TORCH_VARIANT=cuda -t classifier .   # CUDA torch (run with --gpus all)
-#   docker build --build-arg FETCH_WEIGHTS=skip -t classifier .    # no download; mount or COPY weights
+#   docker build -t classifier .                                   # ImageNet ResNet-50 baked in
+#   docker build --build-arg FETCH_WEIGHTS=skip -t classifier .    # no download; mount weights
 #   docker run -p 8999:8999 classifier
+#   make image                                                     # the same with podman (scripts/image.sh)
 #
-# A local checkpoint: put it in weights/ before building (weights/ is copied in), then run with
-#   -e MODEL_WEIGHTS=weights/voc.pth -e MODEL_LABELS=class_name.json -e MODEL_TASK=multilabel
-FROM python:3.11-slim
+# A local checkpoint, mounted read-only (the tests run exactly this):
+#   docker run -p 8999:8999 -v $PWD/weights/voc.pth:/weights/voc.pth:ro \
+#     -e MODEL_WEIGHTS=/weights/voc.pth -e MODEL_LABELS=class_name.json -e MODEL_TASK=multilabel classifier
+# It also runs with a read-only root filesystem: --read-only --tmpfs /srv/run --tmpfs /tmp.
 
-# cpu: PyTorch's CPU-only wheels (about 1 GB smaller); cuda: PyPI's default CUDA build.
-ARG TORCH_VARIANT=cpu
+# The official image for users. Hosts that can't reach a registry pass a local stand-in
+# (scripts/base_image.sh makes one offline from Debian bookworm's Python 3.11).
+ARG BASE_IMAGE=python:3.11-slim
+# hadolint ignore=DL3006
+FROM ${BASE_IMAGE}
+
+# cuda: PyPI's torch, a CUDA build that also runs on the CPU (the pair the tests run; about
+# 6 GB). cpu: PyTorch's CPU-only wheels, about 1 GB smaller, from download.pytorch.org.
+ARG TORCH_VARIANT=cuda
 # imagenet: fetch torchvision's weights for MODEL_ARCH at build time; skip: don't.
 ARG FETCH_WEIGHTS=imagenet
 ARG MODEL_ARCH=resnet50
 
+# PIP_CERT: pip trusts the system bundle, so certificates added below count for it too.
+# BIND: gunicorn stays on loopback; nginx (8999, proxying to BACKENDS) is the only public port.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     PATH=/opt/venv/bin:$PATH \
     MODEL_ARCH=${MODEL_ARCH} \
-    BIND=127.0.0.1:10086
+    BIND=127.0.0.1:10086 \
+    BACKENDS=127.0.0.1:10086
+
+# Extra CA certificates (certs/*.crt), e.g. a TLS-intercepting proxy's, trusted by the
+# build's pip and by the running server. An empty certs/ changes nothing.
+COPY certs/ /usr/local/share/ca-certificates/extra/
+RUN update-ca-certificates
 
 # nginx from Debian; supervisor comes from requirements.txt, pinned with the rest.
 # hadolint ignore=DL3008
@@ -47,9 +64,12 @@ COPY gunicorn_conf.py supervisor.conf nginx.conf class_name.json ./
 # Weights are baked into the image so containers start without network access.
 RUN if [ "$FETCH_WEIGHTS" = "imagenet" ]; then python -m app.weights fetch "$MODEL_ARCH"; fi
 
-# Run as an unprivileged user: nginx listens on 8999 (>1024) and writes only under run/.
+# An unprivileged, numeric user (Kubernetes' runAsNonRoot can check a number, not a name).
+# Everything nginx, supervisord and gunicorn write goes under /srv/run (sockets, pids, logs,
+# nginx's temp files) or /tmp (gunicorn heartbeats, metrics): the only two paths that must be
+# writable, so the root filesystem can be mounted read-only with these two as volumes.
 RUN useradd --create-home --uid 10001 app \
-    && mkdir -p run/nginx/logs \
+    && mkdir -p run \
     && chown -R app:app run weights
 USER 10001:10001
 
@@ -59,5 +79,6 @@ EXPOSE 8999
 HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8999/ready', timeout=4)"]
 
-# supervisord in the foreground as PID 1's child: it restarts gunicorn or nginx if they die.
+# supervisord in the foreground as PID 1: it reaps orphans, restarts gunicorn or nginx if they
+# die, and on SIGTERM stops both gracefully.
 CMD ["supervisord", "-n", "-c", "/srv/supervisor.conf"]

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test bench soak memory lint clean
+.PHONY: install serve image test bench soak memory lint clean
 
 install: $(STAMP)
 
@@ -18,6 +18,15 @@ $(STAMP): requirements.txt requirements-dev.txt scripts/install_system.sh
 
 serve: install
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/supervisord -n -c supervisor.conf
+
+# The container image, built with podman (no Docker daemon needed). Without a reachable
+# registry, scripts/base_image.sh makes the python:3.11-slim stand-in offline. Offline hosts
+# also want FETCH_WEIGHTS=skip (mount a checkpoint at run time). README, "Docker".
+TORCH_VARIANT ?= cuda
+FETCH_WEIGHTS ?= imagenet
+IMAGE ?= localhost/classifier:latest
+image: install
+	IMAGE=$(IMAGE) TORCH_VARIANT=$(TORCH_VARIANT) FETCH_WEIGHTS=$(FETCH_WEIGHTS) scripts/image.sh
 
 # torchvision imports torch._dynamo, which imports Triton; Triton's nanobind module prints
 # "leaked" reports at interpreter exit, after pytest's summary line, which CI reads last.

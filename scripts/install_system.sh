@@ -1,14 +1,35 @@
 #!/usr/bin/env bash
-# System packages the stack and its tests need: nginx (reverse proxy), ApacheBench (load
-# tests), and Chromium with its driver (the upload page's browser test; Selenium and
-# Playwright can't download browsers here). Installed only when missing, so a machine that
-# has them is left alone.
+# System packages the stack and its tests need, installed only when missing (a machine that
+# has them is left alone):
+#   nginx                 the reverse proxy
+#   apache2-utils         ApacheBench, for load tests
+#   chromium(-driver)     the upload page's browser test (Selenium can't download browsers here)
+#   podman, buildah, runc, conmon, catatonit, slirp4netns, fuse-overlayfs, uidmap,
+#   containernetworking-plugins, golang-github-containers-common, iptables
+#                         build and run the image without a Docker daemon (tests/test_container.py)
+#   mmdebstrap            the offline stand-in base image when no registry is reachable
+#   iproute2              network namespaces for the multi-host test
 set -euo pipefail
 need=()
-command -v nginx >/dev/null || need+=(nginx)
-command -v ab >/dev/null || need+=(apache2-utils)
-command -v chromium >/dev/null || need+=(chromium)
-command -v chromedriver >/dev/null || need+=(chromium-driver)
+have() { command -v "$1" >/dev/null || [ -e "$1" ]; }
+want() { have "$1" || need+=("$2"); }
+want nginx nginx
+want ab apache2-utils
+want chromium chromium
+want chromedriver chromium-driver
+want podman podman
+want buildah buildah
+want runc runc
+want conmon conmon
+want /usr/libexec/podman/catatonit catatonit
+want slirp4netns slirp4netns
+want fuse-overlayfs fuse-overlayfs
+want newuidmap uidmap
+want /usr/lib/cni/host-local containernetworking-plugins
+want /usr/share/containers/containers.conf golang-github-containers-common
+want iptables iptables
+want mmdebstrap mmdebstrap
+want ip iproute2
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "install_system: missing ${need[*]}; run as root or: sudo apt-get install ${need[*]}" >&2

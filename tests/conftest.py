@@ -6,6 +6,9 @@ the network. ResNet-18 keeps them quick; the loading code is the same for every 
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -106,6 +109,44 @@ def live_server(imagenet_ckpt, tmp_path_factory) -> str:
     proc, url = start_gunicorn(env, tmp_path_factory.mktemp("live") / "gunicorn.log")
     yield url
     stop(proc)
+
+
+# --- the container image ----------------------------------------------------------------------
+
+PODMAN = str(ROOT / "scripts" / "podman.sh")
+IMAGE = "localhost/classifier:test"
+
+
+def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    """podman with the project's own storage and settings (scripts/podman.sh)."""
+    return subprocess.run([PODMAN, *args], capture_output=True, text=True, check=check, timeout=timeout)
+
+
+def need(tools: tuple[str, ...], why: str) -> None:
+    """Skip when a tool is missing, except in CI (CI=true), where a skip would hide a failure."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if os.geteuid() != 0:
+        missing.append("root")
+    if missing:
+        message = f"{why} needs {', '.join(missing)} (make install installs them as root)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def image(tmp_path_factory) -> str:
+    """The repo's Dockerfile built once per run with podman; later builds reuse its layer cache.
+
+    PyPI's torch (TORCH_VARIANT=cuda) and no baked weights: the tests mount their own.
+    """
+    need(("podman", "runc", "mmdebstrap"), "building the image")
+    log = tmp_path_factory.mktemp("image") / "build.log"
+    env = {**os.environ, "IMAGE": IMAGE, "TORCH_VARIANT": "cuda", "FETCH_WEIGHTS": "skip"}
+    with open(log, "w") as out:
+        built = subprocess.run([str(ROOT / "scripts" / "image.sh")], env=env, stdout=out, stderr=out, timeout=1800)
+    assert built.returncode == 0, log.read_text()[-4000:]
+    return IMAGE
 
 
 def metric_samples(text: str) -> dict[str, float]:
