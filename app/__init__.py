@@ -31,6 +31,8 @@ def create_app(config: Config | None = None) -> Flask:
     """
     from app import auth, errors, metrics, requestlog, routes
     from app.model import load_model
+    from app.protocols import http as oip_http
+    from app.protocols.oip import OIP
     from app.service import Classifier
     from app.uploads import InMemoryRequest
 
@@ -54,6 +56,7 @@ def create_app(config: Config | None = None) -> Flask:
     classifier = Classifier(cfg, load_model(cfg))
     metrics.LOAD_SECONDS.set(time.perf_counter() - started)
     app.extensions["classifier"] = classifier
+    oip_http.init_app(app, OIP(classifier))  # the /v2 routes: a second front door, same model
     if not cfg.defer_start:
         classifier.start()
     return app

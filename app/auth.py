@@ -13,7 +13,12 @@ from flask import Flask, current_app, request
 
 from app.errors import APIError
 
-OPEN_ENDPOINTS = frozenset({"classify.health", "classify.ready", "classify.index", "classify.openapi"})
+# On the Open Inference Protocol side only infer needs the key: health, metadata and config
+# describe the server, and KServe's probes ask /v2/health/ready.
+OPEN_ENDPOINTS = frozenset(
+    {"classify.health", "classify.ready", "classify.index", "classify.openapi"}
+    | {f"oip.{name}" for name in ("server_metadata", "live", "ready", "model_metadata", "model_ready", "model_config")}
+)
 
 
 def _presented_key() -> str:

@@ -7,6 +7,7 @@ A bad value raises `ConfigError` with a message that names the variable and how 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -54,6 +55,11 @@ class Config:
     # When set, /model_predict and /metrics need `Authorization: Bearer <key>` or
     # `X-API-Key: <key>`; probes, the page and the spec stay open.
     api_key: str = field(default="", repr=False)
+    # --- Open Inference Protocol (KServe v2 / Triton) ---
+    model_name: str = "classifier"  # the {name} in /v2/models/{name}
+    # Each worker's gRPC listener, shared through SO_REUSEPORT; nginx proxies public :8001 to
+    # it. Empty = no gRPC. Keep it on loopback, like BIND.
+    grpc_bind: str = "127.0.0.1:8011"
     # --- inference ---
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"
@@ -133,6 +139,10 @@ class Config:
                 "API_KEY must be at least 16 characters with no surrounding spaces; generate one with: "
                 "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
             )
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", self.model_name):
+            raise ConfigError(f"MODEL_NAME={self.model_name!r}: use letters, digits, '_', '.' or '-' (a URL segment)")
+        if self.grpc_bind and not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}", self.grpc_bind):
+            raise ConfigError(f"GRPC_BIND={self.grpc_bind!r} is not host:port; e.g. 127.0.0.1:8011, or empty for none")
         if self.gil_switch_ms <= 0:
             raise ConfigError(f"GIL_SWITCH_MS={self.gil_switch_ms} must be > 0 (Python's default is 5)")
         if self.request_timeout_s <= 0 or min(self.max_batch_delay_ms, self.shed_delay_ms, self.torch_threads) < 0:

@@ -23,7 +23,9 @@ PREFIX = "classifier_"
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 REQUESTS = Counter(PREFIX + "http_requests", "HTTP requests answered, by endpoint and status", ["endpoint", "status"])
-REQUEST_SECONDS = Histogram(PREFIX + "request_duration_seconds", "Time to answer /model_predict", buckets=_LATENCY)
+REQUEST_SECONDS = Histogram(
+    PREFIX + "request_duration_seconds", "Time to answer a prediction (/model_predict, OIP infer)", buckets=_LATENCY
+)
 QUEUE_SECONDS = Histogram(PREFIX + "queue_wait_seconds", "Time a request waited for the model", buckets=_LATENCY)
 PREPARE_SECONDS = Histogram(
     PREFIX + "preprocess_duration_seconds", "Decode + preprocess time of one request's images", buckets=_LATENCY
@@ -73,9 +75,12 @@ def _endpoint() -> str:
     return request.url_rule.rule if request.url_rule is not None else "unmatched"
 
 
+PREDICTING = frozenset({"classify.model_predict", "oip.infer"})
+
+
 def _record(response: Response) -> Response:
     REQUESTS.labels(_endpoint(), str(response.status_code)).inc()
-    if request.endpoint == "classify.model_predict":
+    if request.endpoint in PREDICTING:
         REQUEST_SECONDS.observe(time.perf_counter() - g.started)
         stats = g.get("stats")
         if stats is not None and stats.images:

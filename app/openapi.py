@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import cache
 
 from app.config import Config
+from app.protocols.openapi import oip_paths
 
 
 def _ref(name: str) -> dict:
@@ -244,6 +245,7 @@ def build_spec(cfg: Config) -> dict:
         },
         "components": {"schemas": SCHEMAS},
     }
+    spec["paths"].update(oip_paths(cfg))  # the Open Inference Protocol's HTTP routes
     if cfg.api_key:  # API_KEY set: these two need it, either way of sending it
         spec["components"]["securitySchemes"] = _SECURITY_SCHEMES
         for path, method in (("/model_predict", "post"), ("/metrics", "get")):

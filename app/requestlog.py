@@ -20,7 +20,7 @@ from flask import Flask, Response, g, request
 from app.errors import request_id
 
 logger = logging.getLogger("app.requests")
-PROBES = frozenset({"/health", "/ready", "/metrics", "/openapi.json"})
+PROBES = frozenset({"/health", "/ready", "/metrics", "/openapi.json", "/v2/health/live", "/v2/health/ready"})
 
 
 class JsonLines(logging.Formatter):
@@ -49,24 +49,30 @@ def _start() -> None:
 def _finish(response: Response) -> Response:
     total = time.perf_counter() - g.started
     stats = g.get("stats")
-    stages = [("decode", stats.decode_s), ("queue", stats.queue_s), ("infer", stats.run_s)] if stats else []
-    stages.append(("total", total))
+    stages = _stages(stats, total)
     response.headers["Server-Timing"] = ", ".join(f"{name};dur={_ms(s)}" for name, s in stages)
-    fields = {
-        "request_id": request_id(),
-        "method": request.method,
-        "path": request.path,
-        "status": response.status_code,
-        "bytes_in": request.content_length or 0,
-        "client": request.headers.get("X-Real-IP", request.remote_addr),
-    }
+    client = request.headers.get("X-Real-IP", request.remote_addr)
+    bytes_in = request.content_length or 0
+    log_request(request_id(), request.method, request.path, response.status_code, bytes_in, stats, total, client)
+    return response
+
+
+def _stages(stats, total: float) -> list[tuple[str, float]]:
+    stages = [("decode", stats.decode_s), ("queue", stats.queue_s), ("infer", stats.run_s)] if stats else []
+    return [*stages, ("total", total)]
+
+
+def log_request(rid, method, path, status, bytes_in, stats, total: float, client: str | None = None) -> None:
+    """The request's JSON line; the gRPC front door writes the same line as HTTP."""
+    fields = {"request_id": rid, "method": method, "path": path, "status": status, "bytes_in": bytes_in}
+    if client is not None:
+        fields["client"] = client
     if stats:
         fields["images"] = stats.images
         fields["sizes"] = stats.sizes
-    fields.update((f"{name}_ms", _ms(s)) for name, s in stages)
-    level = logging.DEBUG if request.path in PROBES else logging.INFO
+    fields.update((f"{name}_ms", _ms(s)) for name, s in _stages(stats, total))
+    level = logging.DEBUG if path in PROBES else logging.INFO
     logger.log(level, "request", extra={"fields": fields})
-    return response
 
 
 def setup_logging(level: int) -> None:

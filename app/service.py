@@ -128,7 +128,8 @@ class Classifier:
         observe_batch(len(tensors), time.perf_counter() - started)
         return [activate(row, self.cfg.activation_fn) for row in logits]
 
-    def classify(self, blobs: list[bytes], stats: RequestStats | None = None) -> list[dict]:
+    def scores(self, blobs: list[bytes], stats: RequestStats | None = None) -> list[np.ndarray]:
+        """Activated scores per image: the one path every protocol's request takes."""
         stats = stats if stats is not None else RequestStats()
         stats.images = len(blobs)
         started = time.perf_counter()
@@ -138,5 +139,9 @@ class Classifier:
         stats.sizes = [size for _, size in prepared]
         done = self.batcher.submit([tensor for tensor, _ in prepared])
         stats.queue_s, stats.run_s = done.queue_s, done.run_s
+        return done.results
+
+    def classify(self, blobs: list[bytes], stats: RequestStats | None = None) -> list[dict]:
         cfg = self.cfg
-        return [describe(row, self.model.labels, cfg.model_task, cfg.top_k, cfg.threshold) for row in done.results]
+        rows = self.scores(blobs, stats)
+        return [describe(row, self.model.labels, cfg.model_task, cfg.top_k, cfg.threshold) for row in rows]

@@ -1,0 +1,179 @@
+"""The Open Inference Protocol's HTTP codec in-process: every malformed request is a clean 4xx in
+the protocol's own error shape, and the binary framing round-trips."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from app.errors import APIError
+from app.protocols.codec import join_bytes, split_bytes
+
+INFER = "/v2/models/classifier/infer"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def framed(*items: bytes) -> bytes:
+    return b"".join(struct.pack("<I", len(item)) + item for item in items)
+
+
+def binary_body(head: dict, tail: bytes) -> tuple[bytes, dict]:
+    text = json.dumps(head).encode()
+    return text + tail, {"Inference-Header-Content-Length": str(len(text))}
+
+
+def image_input(data, shape=(1, 1), datatype="BYTES", name="image") -> dict:
+    return {"name": name, "datatype": datatype, "shape": list(shape), "data": data}
+
+
+@pytest.fixture
+def post(client):
+    def send(body=None, raw: bytes | None = None, headers=None, path: str = INFER):
+        if raw is not None:
+            return client.post(path, data=raw, headers=headers or {})
+        return client.post(path, json=body)
+
+    return send
+
+
+JPEG = "jpeg"  # replaced by the real JPEG's base64 in the test
+
+BAD_JSON = [
+    ("no inputs", {"outputs": []}, 400, "'inputs' list"),
+    ("input not an object", {"inputs": ["x"]}, 400, "must be an object"),
+    ("no shape", {"inputs": [{"name": "image", "datatype": "BYTES", "data": []}]}, 400, "'shape'"),
+    ("wrong input name", {"inputs": [image_input([JPEG], name="x")]}, 400, "one input, 'image'"),
+    ("two inputs", {"inputs": [image_input([JPEG]), image_input([JPEG])]}, 400, "one input"),
+    ("wrong datatype", {"inputs": [image_input([1.0], datatype="FP32")]}, 400, "datatype FP32"),
+    ("shape vs data", {"inputs": [image_input([JPEG], shape=(2, 1))]}, 400, "has shape [2, 1] but 1 elements"),
+    ("3-d shape", {"inputs": [image_input([JPEG], shape=(1, 1, 1))]}, 400, "send shape [1, 1]"),
+    ("not base64", {"inputs": [image_input(["%%%"])]}, 400, "base64"),
+    ("no data", {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1, 1]}]}, 400, "neither 'data'"),
+    ("empty batch", {"inputs": [image_input([], shape=(0, 1))]}, 400, "1 to 32 images"),
+    ("33 images", {"inputs": [image_input([JPEG] * 33, shape=(33, 1))]}, 400, "1 to 32 images"),
+    ("uint8 out of range", {"inputs": [image_input([300, 1], shape=(2,), datatype="UINT8")]}, 400, "0-255"),
+    ("uint8 shape", {"inputs": [image_input([1, 2], shape=(2, 1), datatype="UINT8")]}, 400, "holds one file"),
+    ("unknown output", {"inputs": [image_input([JPEG])], "outputs": [{"name": "probs"}]}, 400, "unknown output"),
+    (
+        "bad k",
+        {"inputs": [image_input([JPEG])], "outputs": [{"name": "scores", "parameters": {"classification": -1}}]},
+        400,
+        "whole number",
+    ),
+    ("not an image", {"inputs": [image_input([b64(b"hello")])]}, 400, "not an image"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "status", "message"), BAD_JSON, ids=[c[0] for c in BAD_JSON])
+def test_bad_json_requests(post, jpeg_bytes, case, body, status, message):
+    text = json.dumps(body).replace(f'"{JPEG}"', f'"{b64(jpeg_bytes)}"')
+    r = post(raw=text.encode(), headers={"Content-Type": "application/json"})
+    assert r.status_code == status and r.is_json and set(r.get_json()) == {"error"}, r.data[:300]
+    assert message in r.get_json()["error"]
+
+
+def test_corrupt_image_names_its_place_in_the_batch(post, jpeg_bytes):
+    r = post({"inputs": [image_input([b64(jpeg_bytes), b64(jpeg_bytes[:500])], shape=(2, 1))]})
+    assert r.status_code == 400 and r.get_json()["error"].startswith("image 2 of 2: ")
+
+
+# Each case: (the body, the JSON header's length) -> (the body sent, the header value sent).
+BAD_BINARY = {
+    "header length past the body": lambda body, n: (body, str(len(body) + 1)),
+    "header length not a number": lambda body, n: (body, "ten"),
+    "header cut short": lambda body, n: (body, str(n - 3)),
+    "binary cut short": lambda body, n: (body[:-10], str(n)),
+}
+
+
+def one_binary_image(jpeg: bytes) -> tuple[bytes, int]:
+    tail = framed(jpeg)
+    head = {
+        "inputs": [
+            {"name": "image", "datatype": "BYTES", "shape": [1, 1], "parameters": {"binary_data_size": len(tail)}}
+        ]
+    }
+    body, headers = binary_body(head, tail)
+    return body, int(headers["Inference-Header-Content-Length"])
+
+
+@pytest.mark.parametrize("case", BAD_BINARY)
+def test_bad_binary_requests(post, jpeg_bytes, case):
+    raw, length = BAD_BINARY[case](*one_binary_image(jpeg_bytes))
+    r = post(raw=raw, headers={"Inference-Header-Content-Length": length})
+    assert r.status_code == 400 and set(r.get_json()) == {"error"}, r.data[:300]
+
+
+def test_truncated_bytes_element(post, jpeg_bytes):
+    tail = framed(jpeg_bytes)[:-7]  # the element's length says more than follows
+    head = {
+        "inputs": [
+            {"name": "image", "datatype": "BYTES", "shape": [1, 1], "parameters": {"binary_data_size": len(tail)}}
+        ]
+    }
+    r = post(raw=binary_body(head, tail)[0], headers=binary_body(head, tail)[1])
+    assert r.status_code == 400 and "overruns the buffer" in r.get_json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/v2/models/nope", 404),
+        ("/v2/models/classifier/versions/2", 404),
+        ("/v2/models/nope/config", 404),
+        ("/v2/models/nope/infer", 404),
+        ("/v2/models/classifier/versions/7/infer", 404),
+    ],
+)
+def test_unknown_model_or_version(client, path, status):
+    r = client.post(path, json={}) if path.endswith("infer") else client.get(path)
+    assert r.status_code == status and "error" in r.get_json()
+
+
+def test_binary_outputs_and_json_outputs_agree(post, jpeg_bytes):
+    tail = framed(jpeg_bytes, jpeg_bytes)
+    head = {
+        "inputs": [
+            {"name": "image", "datatype": "BYTES", "shape": [2, 1], "parameters": {"binary_data_size": len(tail)}}
+        ],
+        "outputs": [{"name": "scores", "parameters": {"binary_data": True}}],
+    }
+    binary = post(raw=binary_body(head, tail)[0], headers=binary_body(head, tail)[1])
+    split = int(binary.headers["Inference-Header-Content-Length"])
+    meta = json.loads(binary.data[:split])["outputs"][0]
+    scores = struct.unpack(f"<{2 * 1000}f", binary.data[split:])
+    assert meta["parameters"]["binary_data_size"] == 8000 and meta["shape"] == [2, 1000]
+    as_json = post({"inputs": [image_input([b64(jpeg_bytes)] * 2, shape=(2, 1))]}).get_json()["outputs"][0]
+    assert as_json["shape"] == [2, 1000]
+    assert max(abs(a - b) for a, b in zip(scores, as_json["data"], strict=True)) < 1e-6
+
+
+def test_api_key_guards_infer_only(client, app, monkeypatch, jpeg_bytes):
+    clf = app.extensions["classifier"]
+    monkeypatch.setattr(clf, "cfg", clf.cfg.__class__(**{**clf.cfg.__dict__, "api_key": "k" * 20}))
+    assert client.get("/v2/health/ready").status_code == 200 and client.get("/v2/models/classifier").status_code == 200
+    r = client.post(INFER, json={"inputs": [image_input([b64(jpeg_bytes)])]})
+    assert r.status_code == 401 and set(r.get_json()) == {"error"}
+
+
+@given(st.lists(st.binary(max_size=64), max_size=8))
+def test_bytes_framing_round_trips(items):
+    assert split_bytes(join_bytes(items), "x") == items
+
+
+@given(st.binary(min_size=1, max_size=64))
+def test_bytes_framing_never_reads_past_the_end(raw):
+    try:
+        items = split_bytes(raw, "x")
+    except APIError as exc:
+        assert exc.status == 400
+    else:
+        assert join_bytes(items) == raw
