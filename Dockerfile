@@ -73,7 +73,8 @@ RUN useradd --create-home --uid 10001 app \
     && chown -R app:app run weights
 USER 10001:10001
 
-EXPOSE 8999
+# 8999: HTTP (the seed API and the Open Inference Protocol); 8001: OIP over gRPC (Triton's port).
+EXPOSE 8999 8001
 
 # Healthy only once a worker has loaded and warmed the model (GET /ready through nginx).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \

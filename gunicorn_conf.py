@@ -142,7 +142,9 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(D)sus rid=%({x-request-id}o)s'
 #   post_fork - In the child: re-enable the GC and pin the worker to its GPU before any
 #          CUDA call.
 #   post_worker_init - The app is loaded: start the model here (threads, device, warm-up),
-#          after gevent has patched threading.
+#          after gevent has patched threading; then this worker's gRPC listener (GRPC_BIND,
+#          shared by the workers through SO_REUSEPORT; app/protocols/grpc_server.py).
+#   worker_exit - Stop the gRPC listener gracefully (graceful_timeout).
 #   worker_abort - The worker hit `timeout`: say which requests it was serving.
 #   child_exit - In the master, after a worker exits: drop its live gauges (queue depth,
 #          memory...) from /metrics; its counters and histograms keep counting.
@@ -205,8 +207,20 @@ def post_fork(server, worker):
 
 
 def post_worker_init(worker):
-    worker.wsgi.extensions["classifier"].start()
-    worker.log.info("worker %s ready", worker.pid)
+    app = worker.wsgi
+    app.extensions["classifier"].start()
+    cfg = app.extensions["classifier"].cfg
+    if cfg.grpc_bind:
+        # grpc is first imported here, in the worker: nothing of it may exist before fork.
+        from app.protocols.grpc_server import start
+
+        if worker_class == "gevent":
+            import grpc.experimental.gevent
+
+            grpc.experimental.gevent.init_gevent()  # grpc's threads cooperate with the hub
+        threads = MAX_QUEUE + 2 * MAX_BATCH_SIZE  # the same bound as gthread's threads
+        worker.grpc_server = start(app.extensions["oip"], cfg.grpc_bind, threads, cfg.max_upload_bytes + 65536)
+    worker.log.info("worker %s ready%s", worker.pid, f", gRPC on {cfg.grpc_bind}" if cfg.grpc_bind else "")
 
 
 def worker_abort(worker):
@@ -216,6 +230,9 @@ def worker_abort(worker):
 
 
 def worker_exit(server, worker):
+    grpc_server = getattr(worker, "grpc_server", None)
+    if grpc_server is not None:
+        grpc_server.stop(graceful_timeout).wait()  # finish in-flight RPCs, like HTTP requests
     server.log.info("worker %s exited", worker.pid)
 
 

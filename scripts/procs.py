@@ -70,7 +70,8 @@ OUR_APP = ("-c", "gunicorn_conf.py", "app:create_app()")
 def start_gunicorn(env: dict, log: Path, args: tuple[str, ...] = OUR_APP) -> tuple[subprocess.Popen, str]:
     """gunicorn on a free loopback port (`BIND`), by default with our config and app."""
     port = free_port()
-    env = {"BIND": f"127.0.0.1:{port}", **env}
+    # No gRPC listener unless asked for: two servers on one GRPC_BIND would share it (SO_REUSEPORT).
+    env = {"BIND": f"127.0.0.1:{port}", "GRPC_BIND": "", **env}
     proc = spawn([venv_bin("gunicorn"), "-b", f"127.0.0.1:{port}", *args], env, log)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -81,24 +82,28 @@ def start_gunicorn(env: dict, log: Path, args: tuple[str, ...] = OUR_APP) -> tup
     return proc, url
 
 
-def render_nginx_conf(listen_port: int, backends: list[str]) -> str:
-    """The repo's nginx.conf, listening on loopback:listen_port and proxying to `backends`.
+def render_nginx_conf(listen_port: int, backends: list[str], grpc: tuple[int, list[str]] | None = None) -> str:
+    """The repo's nginx.conf, listening on loopback:listen_port and proxying to `backends`;
+    with `grpc` (port, backends), also gRPC on loopback:port.
 
-    The upstream's servers are rendered by app.upstreams, as supervisor.conf does, but inline:
+    The upstreams' servers are rendered by app.upstreams, as supervisor.conf does, but inline:
     the copy lives in its own prefix, where the repo-relative include would not resolve.
     """
     from app.upstreams import render
 
+    grpc_port, grpc_backends = grpc or (free_port(), ["127.0.0.1:9"])  # a port nobody uses
     conf = (ROOT / "nginx.conf").read_text()
     conf = conf.replace("include run/nginx/backends.conf;", render(backends).replace("\n", "\n        "))
+    conf = conf.replace("include run/nginx/grpc_backends.conf;", render(grpc_backends).replace("\n", "\n        "))
+    conf = conf.replace("listen 8001 http2;", f"listen 127.0.0.1:{grpc_port} http2;")
     return conf.replace("listen 8999;", f"listen 127.0.0.1:{listen_port};")
 
 
-def start_nginx(prefix: Path, backends: list[str]) -> tuple[subprocess.Popen, str]:
+def start_nginx(prefix: Path, backends: list[str], grpc=None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     (prefix / "logs").mkdir(parents=True, exist_ok=True)
     (prefix / "tmp").mkdir(exist_ok=True)
-    (prefix / "nginx.conf").write_text(render_nginx_conf(port, backends))
+    (prefix / "nginx.conf").write_text(render_nginx_conf(port, backends, grpc))
     proc = spawn(
         ["nginx", "-e", "stderr", "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
         {},

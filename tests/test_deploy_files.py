@@ -126,11 +126,11 @@ def test_the_master_never_imports_torch_for_gpu_counting(tmp_path):
 # --- nginx.conf ------------------------------------------------------------------------------
 
 
-def render_backends(backends: str, out) -> subprocess.CompletedProcess:
-    """supervisor.conf's step before nginx: app.upstreams writes the upstream's server lines."""
-    env = {**os.environ, "BACKENDS": backends}
+def render_backends(backends: str, out_dir, grpc_backends: str = "") -> subprocess.CompletedProcess:
+    """supervisor.conf's step before nginx: app.upstreams writes the upstreams' server lines."""
+    env = {**os.environ, "BACKENDS": backends, "GRPC_BACKENDS": grpc_backends}
     return subprocess.run(
-        [sys.executable, "-m", "app.upstreams", str(out)], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "app.upstreams", str(out_dir)], cwd=ROOT, env=env, capture_output=True, text=True
     )
 
 
@@ -138,15 +138,14 @@ def test_nginx_config_test_passes(tmp_path):
     """The repo's file as supervisord starts it: rendered backends, a prefix of its own."""
     (tmp_path / "logs").mkdir()
     (tmp_path / "tmp").mkdir()
-    rendered = ROOT / "run" / "nginx" / "backends.conf"
-    rendered.parent.mkdir(parents=True, exist_ok=True)
-    assert render_backends("127.0.0.1:10086,[::1]:10087", rendered).returncode == 0
+    rendered = ROOT / "run" / "nginx"
+    rendered.mkdir(parents=True, exist_ok=True)
+    assert render_backends("127.0.0.1:10086,[::1]:10087", rendered, "127.0.0.1:8011").returncode == 0
     result = subprocess.run(
         ["nginx", "-e", "stderr", "-t", "-p", f"{tmp_path}/", "-c", str(ROOT / "nginx.conf")],
         capture_output=True,
         text=True,
     )
-    rendered.unlink()
     assert result.returncode == 0, result.stderr
     # Every temp path nginx creates at start is under its prefix, never Debian's /var/lib/nginx.
     temp = {name: nginx_directive(f"{name}_temp_path") for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
@@ -154,16 +153,20 @@ def test_nginx_config_test_passes(tmp_path):
 
 
 def test_backends_render_one_server_line_each(tmp_path):
-    out = tmp_path / "backends.conf"
-    assert render_backends(" 10.0.0.11:10086, 10.0.0.12:10086 ,[fd00::12]:9000", out).returncode == 0
-    servers = [line for line in out.read_text().splitlines() if line.startswith("server")]
+    assert (
+        render_backends(" 10.0.0.11:10086, 10.0.0.12:10086 ,[fd00::12]:9000", tmp_path, "10.0.0.11:8011").returncode
+        == 0
+    )
+    servers = [line for line in (tmp_path / "backends.conf").read_text().splitlines() if line.startswith("server")]
     assert servers == [
         "server 10.0.0.11:10086 max_fails=3 fail_timeout=10s;",
         "server 10.0.0.12:10086 max_fails=3 fail_timeout=10s;",
         "server [fd00::12]:9000 max_fails=3 fail_timeout=10s;",
     ]
-    assert render_backends("", out).returncode == 0  # unset or empty: the one local gunicorn
-    assert "server 127.0.0.1:10086 " in out.read_text()
+    assert "server 10.0.0.11:8011 " in (tmp_path / "grpc_backends.conf").read_text()
+    assert render_backends("", tmp_path).returncode == 0  # unset or empty: this host's gunicorn
+    assert "server 127.0.0.1:10086 " in (tmp_path / "backends.conf").read_text()
+    assert "server 127.0.0.1:8011 " in (tmp_path / "grpc_backends.conf").read_text()
 
 
 @pytest.mark.parametrize(
@@ -171,9 +174,10 @@ def test_backends_render_one_server_line_each(tmp_path):
     ["10.0.0.11", "10.0.0.11:", "10.0.0.11:0", "10.0.0.11:70000", "host:port", ":10086", "a b:1", "fd00::1:80", ",,"],
 )
 def test_bad_backends_stop_nginx_with_one_line(backends, tmp_path):
-    result = render_backends(backends, tmp_path / "backends.conf")
-    assert result.returncode == 2 and not (tmp_path / "backends.conf").exists()
-    assert len(result.stderr.strip().splitlines()) == 1 and "BACKENDS" in result.stderr, result.stderr
+    for http, grpc, variable in ((backends, "", "BACKENDS"), ("", backends, "GRPC_BACKENDS")):
+        result = render_backends(http, tmp_path, grpc)
+        assert result.returncode == 2 and not list(tmp_path.iterdir())
+        assert len(result.stderr.strip().splitlines()) == 1 and f" {variable} " in result.stderr, result.stderr
 
 
 def test_nginx_body_limit_equals_the_apps():
@@ -235,7 +239,7 @@ def test_dockerfile_runs_the_supervisord_the_tests_run():
     lines = dockerfile_lines()
     cmd = json.loads(next(line for line in lines if line.startswith("CMD"))[4:])
     assert cmd == ["supervisord", "-n", "-c", "/srv/supervisor.conf"]
-    assert "EXPOSE 8999" in lines and any(line.startswith("HEALTHCHECK") and "/ready" in line for line in lines)
+    assert "EXPOSE 8999 8001" in lines and any(line.startswith("HEALTHCHECK") and "/ready" in line for line in lines)
     assert any(line.startswith("USER ") for line in lines)
     # Dependencies are installed before the code is copied, for layer caching.
     index = {line.split()[1]: i for i, line in enumerate(lines) if line.startswith("COPY")}
