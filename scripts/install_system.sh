@@ -9,6 +9,7 @@
 #                         build and run the image without a Docker daemon (tests/test_container.py)
 #   mmdebstrap            the offline stand-in base image when no registry is reachable
 #   iproute2              network namespaces for the multi-host test
+#   libb64-0d, curl       perf_analyzer's base64 library; curl for the OIP JSON example
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null || [ -e "$1" ]; }
@@ -30,6 +31,8 @@ want /usr/share/containers/containers.conf golang-github-containers-common
 want iptables iptables
 want mmdebstrap mmdebstrap
 want ip iproute2
+want /usr/lib/x86_64-linux-gnu/libb64.so.0d libb64-0d
+want curl curl
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "install_system: missing ${need[*]}; run as root or: sudo apt-get install ${need[*]}" >&2

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from tests.conftest import assert_same_predictions, encode, photo, podman
+from tests.test_oip import need_clients, triton
 
 URL = "http://127.0.0.1:8999"
 CTL = ("supervisorctl", "-c", "/srv/supervisor.conf")
@@ -47,7 +48,8 @@ def container(request, image, imagenet_ckpt):
     podman("rm", "-f", name, check=False)  # left by a run that was killed
     os.chmod(imagenet_ckpt, 0o644)  # the image's user (uid 10001) reads it through the mount
     podman(
-        "run", "-d", "--name", name, "--network", "slirp4netns", "-p", "127.0.0.1:8999:8999",
+        "run", "-d", "--name", name, "--network", "slirp4netns",
+        "-p", "127.0.0.1:8999:8999", "-p", "127.0.0.1:8001:8001",
         *MODES[request.param],
         "-v", f"{imagenet_ckpt}:/weights/model.pth:ro",
         "-e", "MODEL_ARCH=resnet18", "-e", "MODEL_WEIGHTS=/weights/model.pth", "-e", "WORKERS=2",
@@ -120,3 +122,13 @@ def test_kill_9_of_the_gunicorn_master_heals(container, jpeg_bytes):
         pytest.fail("gunicorn did not come back:\n" + ctl(container, "tail", "our_app"))
     assert predict(jpeg_bytes, "img.jpg").status_code == 200
     assert podman("healthcheck", "run", container, check=False).returncode == 0
+
+
+def test_grpc_on_8001_answers_like_http(container, jpeg_bytes, tmp_path):
+    """The image's second public port: tritonclient.grpc through the container's nginx."""
+    need_clients()
+    image = tmp_path / "a.jpg"
+    image.write_bytes(jpeg_bytes)
+    got = triton("grpc", "127.0.0.1:8001", "infer", "5", str(image))
+    want = predict(jpeg_bytes, "a.jpg").json()["predictions"]
+    assert [int(item.split(":")[1]) for item in got["classes"][0]] == [p["index"] for p in want]
