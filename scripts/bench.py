@@ -9,6 +9,8 @@ Writes bench/out/report.md, bench/out/chart.png and bench/out/results.json.
 - Ceiling settings: all cores in the one process, batch 8, same model/precision/options.
 - Baseline: seed 001's app (scripts/baseline_app.py) under plain sync gunicorn -w 2 with
   OMP_NUM_THREADS=1, the issue's reference configuration.
+- Open Inference Protocol: HTTP binary and gRPC (perf_analyzer) beside /model_predict at c=8
+  (scripts/bench_oip.py).
 - Images: real photographs shipped by scikit-image, made into web-size JPEGs and into
   12-megapixel "phone" JPEGs, deterministically (no download).
 Weights are random (`MODEL_WEIGHTS=random`): speed does not depend on the values.
@@ -36,6 +38,7 @@ from app.config import Config
 from app.infer import cpu_has_bf16, cpu_threads
 from app.model import load_model
 from app.service import Classifier
+from scripts import bench_oip
 from scripts.procs import ROOT, stack
 
 OUT = ROOT / "bench" / "out"
@@ -289,6 +292,8 @@ def run(quick: bool) -> dict:
     archs = ["resnet18"] if quick else ["resnet18", "resnet50"]
     precisions = ["fp32"] if quick else ["fp32", "bf16"]
     results["h2h"] = head_to_head(files, tmp)
+    results["oip"] = bench_oip.run(files["web"], tmp, ab)
+    print(json.dumps({"oip": results["oip"]["medians"]}), flush=True)
 
     for arch in archs:
         for precision in precisions:
@@ -436,6 +441,7 @@ def write_report(results: dict) -> None:
                 f"| {name} | {i + 1} | {smp['ours'][i]:.1f} | {smp['baseline'][i]:.1f} | {smp['ceiling'][i]:.1f} "
                 f"| {fused} |"
             )
+    lines += bench_oip.report(results["oip"])
     lines += [
         "",
         f"## Through nginx (ApacheBench, multipart, {AB_SECONDS} s per run)",
