@@ -209,3 +209,17 @@ def test_our_proto_matches_tritonclients_on_the_wire():
     for method, types in ours["methods"].items():
         assert theirs["methods"][method] == types, method
     assert len(ours["methods"]) == 7
+
+
+def test_grpc_under_gevent_workers(imagenet_ckpt, image_files, tmp_path, app):
+    """gevent workers too: grpc's threads are made to cooperate with the hub (init_gevent)."""
+    need_clients()
+    grpc_bind = f"127.0.0.1:{free_port()}"
+    env = {"MODEL_ARCH": "resnet18", "MODEL_WEIGHTS": str(imagenet_ckpt), "WORKERS": "1", "WORKER_CLASS": "gevent"}
+    proc, _ = start_gunicorn({**env, "GRPC_BIND": grpc_bind}, tmp_path / "gunicorn.log")
+    try:
+        got = triton("grpc", grpc_bind, "infer", "3", str(image_files["jpeg"]), str(image_files["png"]))
+    finally:
+        stop(proc)
+    want = app.extensions["classifier"].scores([image_files["jpeg"].read_bytes(), image_files["png"].read_bytes()])
+    np.testing.assert_allclose(np.array(got["scores"]), np.stack(want), atol=1e-5)
