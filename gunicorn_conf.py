@@ -9,6 +9,7 @@ import os
 import shutil
 import tempfile
 
+from app.cpus import available_cores
 from app.gpus import list_gpus, pick_gpu
 from app.malloc import limit_arenas
 
@@ -23,8 +24,9 @@ def _flag(name, default):
 
 
 def _cores():
-    # sched_getaffinity honours taskset/cpusets; os.cpu_count() would count the whole host.
-    return len(os.sched_getaffinity(0))
+    # Affinity (taskset, cpusets) and the cgroup CPU quota (a pod's limits.cpu); os.cpu_count()
+    # would count the whole node (app/cpus.py).
+    return available_cores()
 
 
 #
@@ -45,9 +47,11 @@ backlog = _env("BACKLOG", 2048, int)
 #          Counted from /proc, never through CUDA: CUDA must not start in the master.
 #   WORKERS_PER_GPU - Workers (model copies) per GPU, as easy-serve's ProcessPerGPU.
 #   workers - Model copies. With GPUs: len(GPUS) x WORKERS_PER_GPU. On CPU:
-#          cores / THREADS_PER_WORKER. Measured on 2 cores (ResNet-18, c=8 through nginx):
-#          2 workers x 1 torch thread = 48 req/s, 1 worker x 2 threads = 36-40 req/s, as
-#          one-thread workers need no OpenMP barriers and overlap decoding with each other.
+#          cores / THREADS_PER_WORKER, cores being the CPU affinity capped by the cgroup
+#          CPU quota (a container's --cpus, a pod's limits.cpu). Measured on 2 cores
+#          (ResNet-18, c=8 through nginx): 2 workers x 1 torch thread = 48 req/s,
+#          1 worker x 2 threads = 36-40 req/s, as one-thread workers need no OpenMP
+#          barriers and overlap decoding with each other.
 #          Preload keeps each extra worker cheap (README, "Memory").
 #   THREADS_PER_WORKER - torch threads per CPU worker: 1 below 8 cores, else 4.
 #   worker_class - gthread (default): threads decode uploads in parallel (Pillow releases
