@@ -10,11 +10,12 @@ STAMP := $(VENV)/.installed
 install: $(STAMP)
 
 # The stamp depends on the requirement files, so editing them reinstalls.
-$(STAMP): requirements.txt requirements-dev.txt requirements-clients.txt scripts/install_system.sh scripts/install_clients.sh
+TOOLS := requirements-clients.txt requirements-k8s.txt requirements-checkov.txt scripts/install_tools.sh
+$(STAMP): requirements.txt requirements-dev.txt scripts/install_system.sh $(TOOLS)
 	bash scripts/install_system.sh
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements-dev.txt
-	bash scripts/install_clients.sh
+	bash scripts/install_tools.sh
 	touch $(STAMP)
 
 serve: install
@@ -56,5 +57,5 @@ lint: install
 	$(VENV)/bin/ruff format --check app tests scripts gunicorn_conf.py
 
 clean:
-	rm -rf $(VENV) .venv-clients .pytest_cache bench/out
+	rm -rf $(VENV) .venv-clients .venv-k8s .venv-checkov .pytest_cache bench/out
 	find run -mindepth 1 ! -name .gitkeep -delete

@@ -25,7 +25,7 @@ CLIENTS = ROOT / ".venv-clients" / "bin"
 
 def need_clients() -> None:
     if not (CLIENTS / "python").exists() or not (CLIENTS / "perf_analyzer").exists():
-        message = "the Triton clients are missing: run scripts/install_clients.sh (make install does)"
+        message = "the Triton clients are missing: run scripts/install_tools.sh (make install does)"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)

@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# The Open Inference Protocol clients the tests run as separate programs, in .venv-clients:
+# Tools the tests run as separate programs, each in a virtualenv of its own (their pinned
+# dependencies clash with the server's and with each other's):
+#   .venv-k8s      kubernetes-validate and the kserve SDK (requirements-k8s.txt)
+#   .venv-checkov  checkov (requirements-checkov.txt)
+#   .venv-clients  the Open Inference Protocol clients:
 #   tritonclient (HTTP and gRPC), from requirements-clients.txt;
 #   perf_analyzer, Triton's load generator. The `perf-analyzer` package needs glibc 2.38,
 #   newer than Debian bookworm's 2.36; the last build that runs here ships inside
@@ -7,6 +11,10 @@
 #   It needs libb64 (apt libb64-0d) and libcudart.so.12 (nvidia-cuda-runtime-cu12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+for pair in .venv-k8s:requirements-k8s.txt .venv-checkov:requirements-checkov.txt; do
+  test -x "${pair%%:*}/bin/python" || python3 -m venv "${pair%%:*}"
+  "${pair%%:*}/bin/python" -m pip install --quiet -r "${pair#*:}"
+done
 venv=.venv-clients
 test -x $venv/bin/python || python3 -m venv $venv
 $venv/bin/python -m pip install --quiet -r requirements-clients.txt
