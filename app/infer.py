@@ -66,6 +66,8 @@ def optimize(net: torch.nn.Module, cfg: Config, input_size: int) -> torch.nn.Mod
     forked, and the folded weights are shared copy-on-write by every worker.
     """
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    if isinstance(net, torch.jit.ScriptModule):
+        return net  # a user's TorchScript archive: already compiled; tracing it again gains nothing
     if cfg.graph == "torchscript" and cfg.precision == "fp32" and not gpu_expected(cfg.device):
         example = torch.zeros(1, 3, input_size, input_size).contiguous(memory_format=memory_format)
         with warnings.catch_warnings(), torch.inference_mode():

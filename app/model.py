@@ -65,7 +65,7 @@ def load_model(cfg: Config) -> LoadedModel:
     else:
         logger.warning("no MODEL_LABELS given: answering with class indices as labels")
         labels = [str(i) for i in range(loaded.num_classes)]
-    untrained = loaded.state_dict is None
+    untrained = loaded.untrained
     if untrained:
         logger.warning("MODEL_WEIGHTS=random: serving an UNTRAINED model (smoke-test mode)")
     info = {

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.error import URLError
 
 import torch
 from torchvision.models import WeightsEnum, get_model, get_model_weights
 
+from app import checkpoints
 from app.config import ARCHS, Config, ConfigError
 
 
@@ -26,6 +27,11 @@ class LoadedWeights:
     num_classes: int
     source: str  # "imagenet:<enum name>", "checkpoint:<file name>" or "random"
     tv_weights: WeightsEnum | None = None  # torchvision weights, which carry transforms + labels
+    script: torch.jit.ScriptModule | None = None  # a TorchScript archive, used as it is
+
+    @property
+    def untrained(self) -> bool:
+        return self.state_dict is None and self.script is None
 
 
 def imagenet_weights(arch: str) -> WeightsEnum:
@@ -46,31 +52,14 @@ def fetch_imagenet(arch: str, weights_dir: str, download: bool = True) -> dict:
             f"run `python -m app.weights fetch {arch}` on a machine with internet access"
         )
     os.environ["TORCH_HOME"] = weights_dir  # torch.hub resolves its cache from this
-    return weights.get_state_dict(progress=False)
-
-
-def read_checkpoint(path: Path) -> dict:
-    """Load a user's checkpoint safely and unwrap the layouts people really save."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" not in str(exc):  # weights_only met a class: a pickled model
-            raise ConfigError(f"{path} is not a readable PyTorch checkpoint: {exc}") from exc
+        return weights.get_state_dict(progress=False)
+    except URLError as exc:  # no network, DNS, proxy: urllib's 40-line traceback says only that
         raise ConfigError(
-            f"{path} holds a pickled model object, which can't be loaded safely (weights_only=True). "
-            "Re-save it as a state_dict: torch.save(model.state_dict(), 'weights/model.pth')"
-        ) from exc
-    except (RuntimeError, EOFError) as exc:
-        raise ConfigError(f"{path} is not a readable PyTorch checkpoint: {exc}") from exc
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model", "model_state_dict"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ConfigError(f"{path} is not a state_dict (a dict of tensors, or one under 'state_dict')")
-    # DataParallel / DistributedDataParallel save every key with a "module." prefix.
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+            f"downloading ImageNet weights for {arch} from {weights.url} failed ({exc.reason}); "
+            f"run `python -m app.weights fetch {arch}` on a connected machine and copy weights/ here, "
+            "or set MODEL_WEIGHTS=random to try the server, or MODEL_WEIGHTS=<checkpoint path>"
+        ) from None
 
 
 def resolve_checkpoint_path(cfg: Config) -> Path:
@@ -94,13 +83,27 @@ def load_weights(cfg: Config) -> LoadedWeights:
         state = fetch_imagenet(cfg.model_arch, cfg.weights_dir, download=True)
         return LoadedWeights(state, len(tv.meta["categories"]), f"imagenet:{tv}", tv)
     path = resolve_checkpoint_path(cfg)
-    state = read_checkpoint(path)
-    if "fc.weight" not in state:
-        raise ConfigError(f"{path} has no 'fc.weight': it is not a torchvision ResNet checkpoint")
+    ckpt = checkpoints.read(path)
+    if ckpt.script is not None:
+        return LoadedWeights(None, _script_classes(ckpt.script, cfg), f"torchscript:{path.name}", script=ckpt.script)
+    with torch.device("meta"):  # the architecture's key names, without allocating weights
+        reference = list(get_model(cfg.model_arch, weights=None).state_dict())
+    state = checkpoints.strip_prefix(ckpt.state_dict, reference, path, cfg.model_arch)
     return LoadedWeights(state, int(state["fc.weight"].shape[0]), f"checkpoint:{path.name}")
 
 
+def _script_classes(script: torch.jit.ScriptModule, cfg: Config) -> int:
+    """Outputs of a TorchScript model: its `fc.weight` when it has one, else one forward pass."""
+    weight = dict(script.named_parameters()).get("fc.weight")
+    if weight is not None:
+        return int(weight.shape[0])
+    with torch.inference_mode():
+        return int(script(torch.zeros(1, 3, cfg.crop_size, cfg.crop_size)).shape[-1])
+
+
 def build_network(cfg: Config, loaded: LoadedWeights) -> torch.nn.Module:
+    if loaded.script is not None:
+        return loaded.script  # the user's compiled model, served with the configured preprocessing
     net = get_model(cfg.model_arch, weights=None, num_classes=loaded.num_classes)
     if loaded.state_dict is not None:
         try:
