@@ -6,11 +6,13 @@ gunicorn -c gunicorn_conf.py "app:create_app()"
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 
 from flask import Flask
 
-from app.config import Config
+from app.config import Config, ConfigError
 
 
 def _log_through_gunicorn() -> None:
@@ -29,6 +31,26 @@ def create_app(config: Config | None = None) -> Flask:
     The model is started (threads, device, warm-up) here too, unless `defer_start` is set:
     gunicorn_conf.py sets it so that each worker starts its copy after fork.
     """
+    from app import requestlog
+
+    _log_through_gunicorn()
+    requestlog.setup_logging(logging.getLogger("app").level or logging.INFO)
+    try:
+        return _build(config or Config.from_env())
+    except ConfigError as exc:
+        if os.environ.get("DEFER_START") != "1":
+            raise  # in-process callers (tests, scripts) get the exception
+        # Under gunicorn (gunicorn_conf.py sets DEFER_START): one line, not a traceback, and
+        # gunicorn's own boot-error code, which supervisor.conf treats as final (exitcodes=3).
+        print(f"{STARTUP_FAILED}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(BOOT_ERROR) from None
+
+
+STARTUP_FAILED = "classifier: startup failed"
+BOOT_ERROR = 3  # gunicorn.arbiter.Arbiter.WORKER_BOOT_ERROR
+
+
+def _build(cfg: Config) -> Flask:
     from app import auth, errors, metrics, requestlog, routes
     from app.model import load_model
     from app.protocols import http as oip_http
@@ -36,9 +58,6 @@ def create_app(config: Config | None = None) -> Flask:
     from app.service import Classifier
     from app.uploads import InMemoryRequest
 
-    _log_through_gunicorn()
-    requestlog.setup_logging(logging.getLogger("app").level or logging.INFO)
-    cfg = config or Config.from_env()
     app = Flask(__name__, static_folder=None)  # the one page is served by routes.index
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_upload_bytes

@@ -203,7 +203,12 @@ def test_supervisor_program_settings(load_conf):
     conf, sup = load_conf(), supervisor()
     app = sup["program:our_app"]
     assert app["command"] == 'gunicorn -c gunicorn_conf.py "app:create_app()"'
-    assert app["autorestart"] == "true" and app["stopasgroup"] == "true"
+    # Restarted after a crash, but not after a configuration error (exit 3): no restart loop.
+    assert (app["autorestart"], app["exitcodes"], app["stopasgroup"]) == ("unexpected", "3", "true")
+    assert 1 <= int(app["startretries"]) <= 3
+    listener = sup["eventlistener:startup_errors"]
+    assert listener["stderr_logfile"] == "/dev/stderr" and listener["stderr_logfile_maxbytes"] == "0"
+    assert "run/our_app.log" in listener["command"]
     assert int(app["stopwaitsecs"]) > conf["graceful_timeout"]
     assert "daemon off;" in sup["program:nginx"]["command"]
     assert sup["supervisorctl"]["serverurl"] == "unix://%(here)s/run/supervisor.sock"
@@ -212,7 +217,8 @@ def test_supervisor_program_settings(load_conf):
 def test_supervisor_paths_are_relative_to_the_checkout():
     text = (ROOT / "supervisor.conf").read_text()
     paths = re.findall(r"(?:file|logfile|directory|pidfile|childlogdir)=(\S+)", text)
-    assert paths and all(p.startswith("%(here)s") for p in paths), paths
+    # /dev/stderr is supervisord's own stderr (the terminal, docker logs), not a file here.
+    assert paths and all(p.startswith("%(here)s") or p == "/dev/stderr" for p in paths), paths
 
 
 # --- Dockerfile ------------------------------------------------------------------------------
