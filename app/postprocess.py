@@ -24,21 +24,29 @@ def activate(logits: np.ndarray, activation: str) -> np.ndarray:
     return logits
 
 
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, scores.size)
-    idx = np.argpartition(-scores, k - 1)[:k]
-    return idx[np.argsort(-scores[idx], kind="stable")]
+def top_k(order: np.ndarray, k: int) -> np.ndarray:
+    """The k best indices, best first, by `order` (the logits: see thresh_sort)."""
+    k = min(k, order.size)
+    idx = np.argpartition(-order, k - 1)[:k]
+    return idx[np.argsort(-order[idx], kind="stable")]
 
 
-def thresh_sort(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Indices of scores strictly above `threshold`, highest score first."""
+def thresh_sort(scores: np.ndarray, threshold: float, order: np.ndarray | None = None) -> np.ndarray:
+    """Indices of scores strictly above `threshold`, best first by `order`.
+
+    Pass the logits as `order`: sigmoid and softmax keep their order, but a confident model's
+    sigmoid rounds to exactly 1.0 in float32 (any logit above ~17), and ties among the scores
+    would fall back to class index order, which reads as arbitrary.
+    """
+    order = scores if order is None else order
     (idx,) = np.nonzero(scores > threshold)
-    return idx[np.argsort(-scores[idx], kind="stable")]
+    return idx[np.argsort(-order[idx], kind="stable")]
 
 
-def describe(scores: np.ndarray, labels: list[str], task: str, k: int, threshold: float) -> dict:
+def describe(scores: np.ndarray, labels: list[str], task: str, k: int, threshold: float, logits=None) -> dict:
     """The per-image answer: seed 001's `result`/`status` plus scored predictions."""
-    picked = top_k(scores, k) if task == "multiclass" else thresh_sort(scores, threshold)
+    order = scores if logits is None else logits
+    picked = top_k(order, k) if task == "multiclass" else thresh_sort(scores, threshold, order)
     predictions = [{"label": labels[i], "index": int(i), "score": float(scores[i])} for i in picked]
     if not predictions:
         return {"status": 0, "result": NO_CATEGORIES, "predictions": []}

@@ -126,10 +126,14 @@ class Classifier:
         started = time.perf_counter()
         logits = self.engine(torch.stack(tensors))
         observe_batch(len(tensors), time.perf_counter() - started)
-        return [activate(row, self.cfg.activation_fn) for row in logits]
+        return list(logits)
 
     def scores(self, blobs: list[bytes], stats: RequestStats | None = None) -> list[np.ndarray]:
-        """Activated scores per image: the one path every protocol's request takes."""
+        """Activated scores per image."""
+        return [activate(row, self.cfg.activation_fn) for row in self.logits(blobs, stats)]
+
+    def logits(self, blobs: list[bytes], stats: RequestStats | None = None) -> list[np.ndarray]:
+        """The model's raw outputs per image: the one path every protocol's request takes."""
         stats = stats if stats is not None else RequestStats()
         stats.images = len(blobs)
         started = time.perf_counter()
@@ -142,6 +146,9 @@ class Classifier:
         return done.results
 
     def classify(self, blobs: list[bytes], stats: RequestStats | None = None) -> list[dict]:
-        cfg = self.cfg
-        rows = self.scores(blobs, stats)
-        return [describe(row, self.model.labels, cfg.model_task, cfg.top_k, cfg.threshold) for row in rows]
+        cfg, labels = self.cfg, self.model.labels
+        rows = self.logits(blobs, stats)
+        return [
+            describe(activate(row, cfg.activation_fn), labels, cfg.model_task, cfg.top_k, cfg.threshold, row)
+            for row in rows
+        ]

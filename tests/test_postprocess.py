@@ -51,3 +51,20 @@ def test_nothing_above_threshold_is_no_categories():
 def test_multiclass_answer_is_top_k():
     answer = describe(np.array([0.05, 0.5, 0.1, 0.3, 0.02, 0.03]), LABELS, "multiclass", 3, 0.5)
     assert answer["result"] == ["c1", "c3", "c2"]
+
+
+def test_saturated_scores_are_ordered_by_their_logits():
+    """Logits above ~17 all give a float32 sigmoid of exactly 1.0: order by the logits then."""
+    logits = np.array([21.0, -5.0, 35.0, 25.0, 0.2, 30.0], dtype=np.float32)
+    scores = activate(logits, "sigmoid").astype(np.float32)
+    assert (scores[[0, 2, 3, 5]] == 1.0).all()  # indistinguishable as scores
+    answer = describe(scores, LABELS, "multilabel", 5, 0.5, logits)
+    assert [p["index"] for p in answer["predictions"]] == [2, 5, 3, 0, 4]
+    assert [p["index"] for p in describe(scores, LABELS, "multilabel", 5, 0.5)["predictions"]] == [0, 2, 3, 5, 4]
+    assert list(thresh_sort(scores, 0.5, logits)) == [2, 5, 3, 0, 4]
+
+
+def test_multiclass_top_k_follows_the_logits_too():
+    logits = np.array([40.0, 60.0, 50.0, 0.0, 0.0, 0.0], dtype=np.float32)
+    scores = activate(logits, "softmax").astype(np.float32)
+    assert [p["index"] for p in describe(scores, LABELS, "multiclass", 3, 0.5, logits)["predictions"]] == [1, 2, 0]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.errors import APIError
-from app.postprocess import top_k
+from app.postprocess import activate, top_k
 from app.protocols.codec import InferRequest, Tensor, bad
 from app.service import Classifier, RequestStats
 
@@ -87,13 +87,17 @@ class OIP:
                 raise bad(f"unknown output {out.name!r}; this model has {OUTPUT!r}")
             if not isinstance(out.classification, int) or out.classification < 0:
                 raise bad(f"classification must be a whole number of classes, got {out.classification!r}")
-        rows = self.clf.scores(blobs, stats)
+        logits = self.clf.logits(blobs, stats)
+        rows = [activate(row, self.clf.cfg.activation_fn) for row in logits]
         outputs = []
         for out in wanted or [None]:
             k = min(out.classification, self.classes) if out is not None else 0
             if k:
                 labels = self.clf.model.labels
-                picks = [[f"{row[i]:f}:{i}:{labels[i]}".encode() for i in top_k(row, k)] for row in rows]
+                picks = [
+                    [f"{row[i]:f}:{i}:{labels[i]}".encode() for i in top_k(raw, k)]
+                    for row, raw in zip(rows, logits, strict=True)
+                ]
                 outputs.append(Tensor(OUTPUT, "BYTES", [len(rows), k], [s for pick in picks for s in pick]))
             else:
                 outputs.append(Tensor(OUTPUT, "FP32", [len(rows), self.classes], np.stack(rows).astype(np.float32)))
