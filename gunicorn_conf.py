@@ -88,7 +88,10 @@ MAX_QUEUE = _env("MAX_QUEUE", 64, int)
 MAX_BATCH_SIZE = _env("MAX_BATCH_SIZE", 32 if GPUS else 4, int)
 
 workers = _env("WORKERS", len(GPUS) * WORKERS_PER_GPU if GPUS else max(1, _cores() // THREADS_PER_WORKER), int)
-worker_class = _env("WORKER_CLASS", "gthread")
+WORKER_CLASS = _env("WORKER_CLASS", "gthread")
+# gthread is gunicorn's, with a graceful stop that serves connections it already accepted
+# (app/workers.py: the stock one reset them, and a HUP reload lost requests).
+worker_class = "app.workers.DrainingThreadWorker" if WORKER_CLASS == "gthread" else WORKER_CLASS
 threads = _env("THREADS", MAX_QUEUE + 2 * MAX_BATCH_SIZE, int)
 worker_connections = _env("WORKER_CONNECTIONS", 1000, int)
 timeout = _env("TIMEOUT", 120, int)
@@ -108,12 +111,18 @@ if not GPUS:
 # Each master gets its own directory of sample files (it must exist before the app is
 # imported), removed at exit. A PROMETHEUS_MULTIPROC_DIR given from outside is emptied at
 # start instead, so a previous run's counts don't leak into this one.
-_OWN_METRICS_DIR = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+# gunicorn runs this file again on HUP: the directory it made on the first run stays its own
+# (CLASSIFIER_METRICS_OWNER), and is not emptied then.
+_OWN_METRICS_DIR = os.environ.get("CLASSIFIER_METRICS_OWNER") == str(os.getpid()) or not os.environ.get(
+    "PROMETHEUS_MULTIPROC_DIR"
+)
 METRICS_DIR = os.environ.setdefault(
     "PROMETHEUS_MULTIPROC_DIR", os.path.join(tempfile.gettempdir(), f"classifier-metrics-{os.getpid()}")
 )
 os.makedirs(METRICS_DIR, exist_ok=True)
-if not _OWN_METRICS_DIR:
+if _OWN_METRICS_DIR:
+    os.environ["CLASSIFIER_METRICS_OWNER"] = str(os.getpid())
+else:
     for _name in os.listdir(METRICS_DIR):
         if _name.endswith(".db"):
             os.remove(os.path.join(METRICS_DIR, _name))
@@ -138,6 +147,8 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(D)sus rid=%({x-request-id}o)s'
 # Server hooks
 #
 #   on_starting - Log the resolved settings once.
+#   on_reload - HUP: load and check the new weights in the master before any worker is
+#          replaced; refused weights leave the old model serving (a metric counts them).
 #   when_ready - The master has loaded the app: drop the live gauges the metric
 #          definitions created for the master itself (it serves no requests).
 #   pre_fork - In the master, just before each fork: freeze the GC (so collections in the
@@ -170,7 +181,7 @@ def on_starting(server):
         "preload=%s gpus=%s workers_per_gpu=%d torch_threads=%s max_batch_size=%s max_queue=%d (per worker)",
         bind,
         workers,
-        worker_class,
+        WORKER_CLASS,
         threads,
         timeout,
         graceful_timeout,
@@ -183,6 +194,42 @@ def on_starting(server):
     )
 
 
+def on_reload(server):
+    """HUP: load and check the weights at MODEL_WEIGHTS in the master, then let the new workers
+    fork from them (gunicorn would otherwise fork them from the app it preloaded at start).
+
+    gunicorn then starts the new generation and stops the old one gracefully: old workers
+    finish their in-flight requests, new ones warm up (post_worker_init) before they accept.
+    Weights that fail to load are refused: the old workers are kept, still serving.
+    """
+    from app import create_app
+    from app.config import Config, ConfigError
+    from app.metrics import RELOADS
+
+    old = server.app.callable
+    if old is None or not preload_app:
+        return  # without preload every worker loads the app itself
+    was = old.extensions["classifier"].info
+    gc.unfreeze()  # let the old generation's objects be collected once unreferenced
+    try:
+        new = create_app(Config.from_env())
+    except (ConfigError, OSError, RuntimeError) as exc:
+        RELOADS.labels("refused").inc()
+        server.log.error("reload refused, still serving version %s (%s): %s", was["version"], was["weights"], exc)
+        # No new generation: gunicorn spawns cfg.workers after this hook, and the old workers
+        # stay (the next HUP reads the setting afresh).
+        server.cfg.set("workers", 0)
+        return
+    else:
+        server.app.callable = new
+        now = new.extensions["classifier"].info
+        RELOADS.labels("done").inc()
+        server.log.info("reloaded: version %s -> %s (%s)", was["version"], now["version"], now["weights"])
+    server.reload_forks = server.cfg.workers
+    del old
+    gc.collect()
+
+
 def when_ready(server):
     from prometheus_client import multiprocess
 
@@ -192,7 +239,9 @@ def when_ready(server):
 def pre_fork(server, worker):
     gc.collect()
     gc.freeze()
-    if worker.age > server.num_workers:
+    if getattr(server, "reload_forks", 0) > 0:
+        server.reload_forks -= 1  # a new generation after HUP, not a replacement for a crash
+    elif worker.age > server.num_workers:
         from app.metrics import WORKER_RESTARTS
 
         WORKER_RESTARTS.inc()
@@ -218,7 +267,7 @@ def post_worker_init(worker):
         # grpc is first imported here, in the worker: nothing of it may exist before fork.
         from app.protocols.grpc_server import start
 
-        if worker_class == "gevent":
+        if WORKER_CLASS == "gevent":
             import grpc.experimental.gevent
 
             grpc.experimental.gevent.init_gevent()  # grpc's threads cooperate with the hub
