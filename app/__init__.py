@@ -35,11 +35,13 @@ def create_app(config: Config | None = None) -> Flask:
 
     _log_through_gunicorn()
     requestlog.setup_logging(logging.getLogger("app").level or logging.INFO)
+    if config is not None:
+        return _build(config)  # callers that pass a config (tests, a HUP reload) get the exception
     try:
-        return _build(config or Config.from_env())
+        return _build(Config.from_env())
     except ConfigError as exc:
         if os.environ.get("DEFER_START") != "1":
-            raise  # in-process callers (tests, scripts) get the exception
+            raise
         # Under gunicorn (gunicorn_conf.py sets DEFER_START): one line, not a traceback, and
         # gunicorn's own boot-error code, which supervisor.conf treats as final (exitcodes=3).
         print(f"{STARTUP_FAILED}: {exc}", file=sys.stderr, flush=True)

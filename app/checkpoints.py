@@ -47,7 +47,10 @@ def _torch_load(path: Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Unsupported global" not in str(exc):
-            raise ConfigError(f"{path} is not a readable PyTorch checkpoint: {exc}") from exc
+            # torch's message is a paragraph about weights_only; the cause is its "error:" part.
+            tail = str(exc).split("Unpickler error:", 1)[-1].splitlines()
+            cause = next((line.strip() for line in tail if line.strip()), "unreadable")
+            raise ConfigError(f"{path} is not a readable PyTorch checkpoint (corrupt or truncated: {cause})") from None
         found = str(exc).split("Unsupported global: GLOBAL ", 1)[-1].split(" ", 1)[0]
         raise ConfigError(
             f"{path} holds a Python object ({found}) that can't be loaded safely (weights_only=True). "
@@ -56,7 +59,8 @@ def _torch_load(path: Path) -> object:
             "['state_dict'] the same way (README, 'Checkpoint forms')"
         ) from None
     except (RuntimeError, EOFError, OSError) as exc:
-        raise ConfigError(f"{path} is not a readable PyTorch checkpoint: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"{path} is not a readable PyTorch checkpoint: {first}") from None
 
 
 def read(path: Path) -> Checkpoint:

@@ -37,6 +37,10 @@ QUEUE_DEPTH = Gauge(PREFIX + "queue_depth", "Images waiting for the model", mult
 IN_FLIGHT = Gauge(PREFIX + "in_flight_requests", "Prediction requests being served", multiprocess_mode="livesum")
 LOAD_SECONDS = Gauge(PREFIX + "model_load_seconds", "Time to load the weights", multiprocess_mode="max")
 WARMUP_SECONDS = Gauge(PREFIX + "warmup_seconds", "Time a worker spent warming up", multiprocess_mode="liveall")
+MODEL_INFO = Gauge(
+    PREFIX + "model_info", "1 per worker serving these weights", ["version", "weights"], multiprocess_mode="liveall"
+)
+RELOADS = Counter(PREFIX + "reloads", "HUP reloads, by result: done, or refused (the old weights kept)", ["result"])
 WORKER_RESTARTS = Counter(PREFIX + "worker_restarts", "Workers started to replace one that exited")
 MEMORY_BYTES = Gauge(PREFIX + "process_resident_memory_bytes", "Resident memory", multiprocess_mode="liveall")
 MEMORY_PEAK_BYTES = Gauge(PREFIX + "process_peak_memory_bytes", "Peak resident memory", multiprocess_mode="liveall")

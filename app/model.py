@@ -75,5 +75,6 @@ def load_model(cfg: Config) -> LoadedModel:
         "activation": cfg.activation_fn,
         "num_classes": loaded.num_classes,
         "untrained": untrained,
+        "version": loaded.version,
     }
     return LoadedModel(net, labels, preprocess, info)

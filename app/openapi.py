@@ -62,10 +62,14 @@ SCHEMAS = {
     },
     "Model": {
         "type": "object",
-        "required": ["arch", "weights", "task", "activation", "num_classes", "untrained"],
+        "required": ["arch", "weights", "task", "activation", "num_classes", "untrained", "version"],
         "properties": {
             "arch": {"type": "string"},
             "weights": {"type": "string"},
+            "version": {
+                "type": "string",
+                "description": "the weights': a checkpoint's sha256 (12 hex digits), or a torchvision enum and hash",
+            },
             "task": {"type": "string", "enum": ["multiclass", "multilabel"]},
             "activation": {"type": "string", "enum": ["softmax", "sigmoid", "none"]},
             "num_classes": {"type": "integer"},

@@ -22,7 +22,7 @@ from app.decode import decode_image
 from app.errors import APIError
 from app.infer import Engine, cpu_threads
 from app.malloc import release_free_memory
-from app.metrics import QUEUE_DEPTH, WARMUP_SECONDS, observe_batch
+from app.metrics import MODEL_INFO, QUEUE_DEPTH, WARMUP_SECONDS, observe_batch
 from app.model import LoadedModel
 from app.postprocess import activate, describe
 
@@ -77,6 +77,7 @@ class Classifier:
             self.engine.warm_up(cfg.max_batch_size, self.model.preprocess.input_size)
             WARMUP_SECONDS.set(time.perf_counter() - started)
             release_free_memory()
+        MODEL_INFO.labels(self.info["version"], self.info["weights"]).set(1)  # which weights this worker serves
         self.offload = blocking_offload()
         self.batcher = Batcher(
             self._run_batch,
@@ -89,11 +90,12 @@ class Classifier:
             QUEUE_DEPTH.set,
         )
         logger.info(
-            "model ready in pid %d: arch=%s weights=%s labels=%s task=%s device=%s precision=%s graph=%s "
-            "threads=%d max_batch_size=%d max_queue=%d preprocess=%s",
+            "model ready in pid %d: arch=%s weights=%s version=%s labels=%s task=%s device=%s precision=%s "
+            "graph=%s threads=%d max_batch_size=%d max_queue=%d preprocess=%s",
             os.getpid(),
             cfg.model_arch,
             self.info["weights"],
+            self.info["version"],
             cfg.model_labels or "(from the weights)",
             cfg.model_task,
             self.engine.device,

@@ -9,6 +9,7 @@ the file's hash; `TORCH_HOME` is pointed at `weights/` so the cache lives with t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ class LoadedWeights:
     state_dict: dict | None  # None = random initialisation
     num_classes: int
     source: str  # "imagenet:<enum name>", "checkpoint:<file name>" or "random"
+    version: str = "random"  # which weights: a checkpoint's sha256 (12 hex digits), or enum name + hash
     tv_weights: WeightsEnum | None = None  # torchvision weights, which carry transforms + labels
     script: torch.jit.ScriptModule | None = None  # a TorchScript archive, used as it is
 
@@ -81,15 +83,27 @@ def load_weights(cfg: Config) -> LoadedWeights:
     if cfg.model_weights == "imagenet":
         tv = imagenet_weights(cfg.model_arch)
         state = fetch_imagenet(cfg.model_arch, cfg.weights_dir, download=True)
-        return LoadedWeights(state, len(tv.meta["categories"]), f"imagenet:{tv}", tv)
+        version = f"{tv.name}-{Path(tv.url).stem.rsplit('-', 1)[-1]}"  # IMAGENET1K_V2-11ad3fa6: the file's hash
+        return LoadedWeights(state, len(tv.meta["categories"]), f"imagenet:{tv}", version, tv)
     path = resolve_checkpoint_path(cfg)
     ckpt = checkpoints.read(path)
+    version = file_version(path)
     if ckpt.script is not None:
-        return LoadedWeights(None, _script_classes(ckpt.script, cfg), f"torchscript:{path.name}", script=ckpt.script)
+        classes = _script_classes(ckpt.script, cfg)
+        return LoadedWeights(None, classes, f"torchscript:{path.name}", version, script=ckpt.script)
     with torch.device("meta"):  # the architecture's key names, without allocating weights
         reference = list(get_model(cfg.model_arch, weights=None).state_dict())
     state = checkpoints.strip_prefix(ckpt.state_dict, reference, path, cfg.model_arch)
-    return LoadedWeights(state, int(state["fc.weight"].shape[0]), f"checkpoint:{path.name}")
+    return LoadedWeights(state, int(state["fc.weight"].shape[0]), f"checkpoint:{path.name}", version)
+
+
+def file_version(path: Path) -> str:
+    """The first 12 hex digits of the file's sha256: names the weights in every answer."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:12]
 
 
 def _script_classes(script: torch.jit.ScriptModule, cfg: Config) -> int:

@@ -60,7 +60,7 @@ def test_unreadable_checkpoints(tmp_path, content, message):
 
 
 def test_checkpoint_of_another_arch_names_the_setting(imagenet_ckpt):
-    with pytest.raises(ConfigError, match="Set MODEL_ARCH to the architecture"):
+    with pytest.raises(ConfigError, match="set MODEL_ARCH to it"):
         load_model(make_config(imagenet_ckpt, model_arch="resnet50"))
 
 

@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from app.config import ROOT
+from app.weights import file_version
 from tests.conftest import free_port, start_gunicorn, start_nginx, stop
 
 CLIENTS = ROOT / ".venv-clients" / "bin"
@@ -74,12 +75,12 @@ PROTOCOLS = ["http", "grpc"]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_health_metadata_and_config(oip_stack, protocol):
+def test_health_metadata_and_config(oip_stack, protocol, imagenet_ckpt):
     got = triton(protocol, oip_stack[protocol], "probe")
     assert got["live"] and got["ready"] and got["model_ready"]
     assert set(got["server"]["extensions"]) >= {"binary_tensor_data", "classification"}
     meta = got["metadata"]
-    assert meta["name"] == "classifier" and meta["versions"] == ["1"]
+    assert meta["name"] == "classifier" and meta["versions"] == [file_version(imagenet_ckpt)]  # the weights' sha256
     assert [(t["name"], t["datatype"], [int(d) for d in t["shape"]]) for t in meta["inputs"]] == [
         ("image", "BYTES", [-1, 1])
     ]

@@ -20,7 +20,7 @@ import grpc
 from app.errors import APIError
 from app.metrics import IN_FLIGHT, PREPARE_SECONDS, QUEUE_SECONDS, REQUEST_SECONDS, REQUESTS
 from app.protocols.codec import encode_grpc, parse_grpc
-from app.protocols.oip import OIP, VERSION
+from app.protocols.oip import OIP
 from app.requestlog import log_request
 from app.service import RequestStats
 
@@ -90,7 +90,7 @@ class Servicer(services.GRPCInferenceServiceServicer):
             parsed = parse_grpc(request)
             with IN_FLIGHT.track_inprogress():
                 outputs = self.api.infer(parsed, stats)
-            return encode_grpc(pb.ModelInferResponse(), parsed, self.api.name, VERSION, outputs)
+            return encode_grpc(pb.ModelInferResponse(), parsed, self.api.name, self.api.version, outputs)
 
         return self._call(context, "ModelInfer", request, infer, stats, request.model_name, request.model_version)
 

@@ -77,7 +77,7 @@ def infer(name: str, version: str = ""):
     g.stats = RequestStats()
     with IN_FLIGHT.track_inprogress():
         outputs = api.infer(parsed, g.stats)
-    body, header_length = encode_http(parsed, api.name, "1", outputs)
+    body, header_length = encode_http(parsed, api.name, api.version, outputs)
     if header_length is None:
         return Response(body, mimetype="application/json")
     response = Response(body, mimetype="application/octet-stream")

@@ -1,5 +1,6 @@
 """What an Open Inference Protocol request means for this model, whichever transport brought it.
 
+The model's version is its weights' (`app.weights`: a checkpoint's sha256, 12 hex digits).
 One input, `image`: BYTES `[-1, 1]` (or `[-1]`), each element an encoded JPEG/PNG/WebP file,
 decoded by the same decode stage as /model_predict; or UINT8 `[-1]` holding one file (the
 DALI-style form). One output, `scores`: FP32 `[-1, C]` after the configured activation, or,
@@ -17,7 +18,7 @@ from app.postprocess import activate, top_k
 from app.protocols.codec import InferRequest, Tensor, bad
 from app.service import Classifier, RequestStats
 
-INPUT, OUTPUT, VERSION = "image", "scores", "1"
+INPUT, OUTPUT = "image", "scores"
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
 
 
@@ -25,12 +26,15 @@ class OIP:
     def __init__(self, clf: Classifier):
         self.clf, self.name = clf, clf.cfg.model_name
         self.classes = len(clf.model.labels)
+        self.version = clf.info["version"]  # the weights' version: a HUP reload brings a new one
 
     def check_model(self, name: str, version: str = "") -> None:
         if name != self.name:
             raise APIError(404, "unknown_model", f"unknown model {name!r}; this server serves {self.name!r}")
-        if version not in ("", VERSION):
-            raise APIError(404, "unknown_version", f"model {name!r} has no version {version!r}; it has {VERSION!r}")
+        if version not in ("", self.version):
+            raise APIError(
+                404, "unknown_version", f"model {name!r} has no version {version!r}; it has {self.version!r}"
+            )
 
     def server_metadata(self) -> dict:
         return {"name": "classifier", "version": "1", "extensions": EXTENSIONS}
@@ -38,7 +42,7 @@ class OIP:
     def model_metadata(self) -> dict:
         return {
             "name": self.name,
-            "versions": [VERSION],
+            "versions": [self.version],
             "platform": "pytorch",
             "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1, 1]}],
             "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, self.classes]}],
