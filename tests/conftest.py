@@ -9,9 +9,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
+import requests
 import torch
 from torchvision.models import get_model
 
@@ -173,3 +176,35 @@ def assert_same_predictions(got: list[dict], want: list[dict], tol: float = 1e-4
     assert [p["index"] for p in got] == [p["index"] for p in want]
     for g, w in zip(got, want, strict=True):
         assert abs(g["score"] - w["score"]) <= tol, (g, w)
+
+
+class Load:
+    """Clients posting an image to `url`/model_predict until stopped; `record` keeps each outcome."""
+
+    def __init__(self, url: str, data: bytes, clients: int = 4):
+        self.url, self.data, self.stopped, self.results = url, data, threading.Event(), []
+        self.threads = [threading.Thread(target=self.run) for _ in range(clients)]
+
+    def record(self, r: requests.Response) -> tuple:
+        return (time.monotonic(), r.status_code, r.headers.get("Content-Type", ""), r.text)
+
+    def run(self):
+        while not self.stopped.is_set():
+            try:
+                r = requests.post(self.url + "/model_predict", files={"image": ("img.jpg", self.data)}, timeout=60)
+                self.results.append(self.record(r))
+            except requests.RequestException as exc:  # a client-visible failure is data too
+                self.results.append((time.monotonic(), None, "", str(exc)))
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopped.set()
+        for t in self.threads:
+            t.join(70)
+
+    def failures(self):
+        return [r for r in self.results if r[1] != 200]

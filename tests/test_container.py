@@ -93,7 +93,11 @@ def test_runs_as_a_non_root_user_with_both_programs_running(container):
     users = {line.split()[0] for line in podman("top", container, "user").stdout.splitlines()[1:]}
     assert users == {"app"}, users  # supervisord (PID 1), nginx and gunicorn alike
     status = ctl(container, "status")
-    assert [line.split()[:2] for line in status.splitlines()] == [["nginx", "RUNNING"], ["our_app", "RUNNING"]]
+    assert [line.split()[:2] for line in status.splitlines()] == [
+        ["nginx", "RUNNING"],
+        ["our_app", "RUNNING"],
+        ["startup_errors", "RUNNING"],  # the event listener (app/supervisor_events.py)
+    ]
 
 
 def test_nothing_writes_outside_the_writable_paths(container, request):

@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import threading
 import time
 from collections import Counter
 
@@ -18,6 +17,7 @@ import pytest
 import requests
 
 from app.config import ROOT
+from tests import conftest
 from tests.conftest import encode, free_port, photo, spawn, start_nginx, stop, venv_bin, wait_ready
 
 NGINX = "http://127.0.0.1:8999"
@@ -63,33 +63,11 @@ def predict(base: str, data: bytes, **kwargs) -> requests.Response:
     return requests.post(base + "/model_predict", files={"image": ("img.jpg", data)}, timeout=60, **kwargs)
 
 
-class Load:
-    """Clients posting continuously until stopped; every response is recorded."""
+class Load(conftest.Load):
+    """Clients posting through nginx until stopped; every response is recorded."""
 
     def __init__(self, data: bytes, clients: int = 4):
-        self.data, self.stopped, self.results = data, threading.Event(), []
-        self.threads = [threading.Thread(target=self.run) for _ in range(clients)]
-
-    def run(self):
-        while not self.stopped.is_set():
-            try:
-                r = predict(NGINX, self.data)
-                self.results.append((time.monotonic(), r.status_code, r.headers.get("Content-Type", ""), r.text))
-            except requests.RequestException as exc:  # a client-visible failure is data too
-                self.results.append((time.monotonic(), None, "", str(exc)))
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stopped.set()
-        for t in self.threads:
-            t.join(60)
-
-    def failures(self):
-        return [r for r in self.results if r[1] != 200]
+        super().__init__(NGINX, data, clients)
 
 
 def wait_until(condition, timeout: float = 60, step: float = 0.25):
