@@ -30,9 +30,7 @@ def classifier() -> Classifier:
 @bp.post("/model_predict")
 def model_predict():
     clf = classifier()
-    if not clf.ready:
-        return error_response(503, "not_ready", "the model is still loading; retry shortly", {"Retry-After": "5"})
-    clf.batcher.check_capacity()  # shed load before parsing the upload
+    clf.admit()  # shed load before parsing the upload
     blobs, many = read_images(request, clf.cfg.max_images_per_request)
     rid = request_id()
     _in_flight[rid] = time.monotonic()

@@ -107,6 +107,13 @@ class Classifier:
             self.model.preprocess.description,
         )
 
+    def admit(self) -> None:
+        """Refuse a prediction before its body is read: the model isn't started, or the queue is
+        full. Every front door (/model_predict, OIP over HTTP and gRPC) asks this first."""
+        if not self.ready:
+            raise APIError(503, "not_ready", "the model is still loading; retry shortly", {"Retry-After": "5"})
+        self.batcher.check_capacity()
+
     def prepare(self, data: bytes) -> tuple[torch.Tensor, str]:
         """Decode + preprocess one upload; also returns its decoded size as "WxH"."""
         image = decode_image(

@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 
 from app.errors import APIError
-from app.metrics import IN_FLIGHT, PREPARE_SECONDS, QUEUE_SECONDS, REQUEST_SECONDS, REQUESTS
+from app.metrics import IN_FLIGHT, REQUESTS, observe_prediction
 from app.protocols.codec import encode_grpc, parse_grpc
 from app.protocols.oip import OIP
 from app.requestlog import log_request
@@ -83,10 +83,7 @@ class Servicer(services.GRPCInferenceServiceServicer):
         stats = RequestStats()
 
         def infer():
-            clf = self.api.clf
-            if not clf.ready:
-                raise APIError(503, "not_ready", "the model is still loading; retry shortly")
-            clf.batcher.check_capacity()
+            self.api.clf.admit()
             parsed = parse_grpc(request)
             with IN_FLIGHT.track_inprogress():
                 outputs = self.api.infer(parsed, stats)
@@ -114,10 +111,7 @@ class Servicer(services.GRPCInferenceServiceServicer):
             total = time.perf_counter() - started
             REQUESTS.labels(f"grpc:{method}", str(status)).inc()
             if stats is not None:
-                REQUEST_SECONDS.observe(total)
-                if stats.images:
-                    PREPARE_SECONDS.observe(stats.decode_s)
-                    QUEUE_SECONDS.observe(stats.queue_s)
+                observe_prediction(total, stats)
             log_request(rid, "POST" if stats else "GET", f"grpc:{method}", status, request.ByteSize(), stats, total)
 
 

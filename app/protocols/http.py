@@ -70,9 +70,7 @@ def model_config(name: str, version: str = ""):
 def infer(name: str, version: str = ""):
     api = oip()
     api.check_model(name, version)
-    if not api.clf.ready:
-        raise APIError(503, "not_ready", "the model is still loading; retry shortly", {"Retry-After": "5"})
-    api.clf.batcher.check_capacity()  # shed load before reading the body
+    api.clf.admit()  # shed load before reading the body
     parsed = parse_http(request.get_data(cache=False), request.headers.get("Inference-Header-Content-Length"))
     g.stats = RequestStats()
     with IN_FLIGHT.track_inprogress():
