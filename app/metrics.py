@@ -85,13 +85,17 @@ PREDICTING = frozenset({"classify.model_predict", "oip.infer"})
 def _record(response: Response) -> Response:
     REQUESTS.labels(_endpoint(), str(response.status_code)).inc()
     if request.endpoint in PREDICTING:
-        REQUEST_SECONDS.observe(time.perf_counter() - g.started)
-        stats = g.get("stats")
-        if stats is not None and stats.images:
-            PREPARE_SECONDS.observe(stats.decode_s)
-            if stats.run_s:
-                QUEUE_SECONDS.observe(stats.queue_s)
+        observe_prediction(time.perf_counter() - g.started, g.get("stats"))
     return response
+
+
+def observe_prediction(seconds: float, stats) -> None:
+    """One prediction's timings, for every front door (HTTP routes here, gRPC in its servicer)."""
+    REQUEST_SECONDS.observe(seconds)
+    if stats is not None and stats.images:
+        PREPARE_SECONDS.observe(stats.decode_s)
+        if stats.run_s:
+            QUEUE_SECONDS.observe(stats.queue_s)
 
 
 def metrics() -> Response:
