@@ -220,11 +220,10 @@ def on_reload(server):
         # stay (the next HUP reads the setting afresh).
         server.cfg.set("workers", 0)
         return
-    else:
-        server.app.callable = new
-        now = new.extensions["classifier"].info
-        RELOADS.labels("done").inc()
-        server.log.info("reloaded: version %s -> %s (%s)", was["version"], now["version"], now["weights"])
+    server.app.callable = new
+    now = new.extensions["classifier"].info
+    RELOADS.labels("done").inc()
+    server.log.info("reloaded: version %s -> %s (%s)", was["version"], now["version"], now["weights"])
     server.reload_forks = server.cfg.workers
     del old
     gc.collect()
@@ -271,7 +270,7 @@ def post_worker_init(worker):
             import grpc.experimental.gevent
 
             grpc.experimental.gevent.init_gevent()  # grpc's threads cooperate with the hub
-        threads = MAX_QUEUE + 2 * MAX_BATCH_SIZE  # the same bound as gthread's threads
+        # As many RPC threads as gthread has request threads (`threads` above): the same bound.
         worker.grpc_server = start(app.extensions["oip"], cfg.grpc_bind, threads, cfg.max_upload_bytes + 65536)
     worker.log.info("worker %s ready%s", worker.pid, f", gRPC on {cfg.grpc_bind}" if cfg.grpc_bind else "")
 

@@ -31,7 +31,6 @@ NESTED = ("state_dict", "model", "model_state_dict")
 class Checkpoint:
     state_dict: dict[str, torch.Tensor] | None = None
     script: torch.jit.ScriptModule | None = None  # a TorchScript archive
-    form: str = "state_dict"
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -69,7 +68,7 @@ def read(path: Path) -> Checkpoint:
         from safetensors.torch import load_file
 
         try:
-            return Checkpoint(load_file(str(path), device="cpu"), form="safetensors")
+            return Checkpoint(load_file(str(path), device="cpu"))
         except (SafetensorError, OSError) as exc:
             raise ConfigError(f"{path} is not a readable safetensors file: {exc}") from None
     if _is_torchscript(path):
@@ -77,11 +76,10 @@ def read(path: Path) -> Checkpoint:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated, its archives live on
                 script = torch.jit.load(str(path), map_location="cpu")
-            return Checkpoint(script=script.eval(), form="torchscript")
+            return Checkpoint(script=script.eval())
         except RuntimeError as exc:
             raise ConfigError(f"{path} is not a loadable TorchScript archive: {exc}") from None
     obj = _torch_load(path)
-    form = "lightning" if isinstance(obj, dict) and "pytorch-lightning_version" in obj else "state_dict"
     if isinstance(obj, dict):
         for key in NESTED:
             if isinstance(obj.get(key), dict):
@@ -89,7 +87,7 @@ def read(path: Path) -> Checkpoint:
                 break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ConfigError(f"{path} is not a state_dict (a dict of tensors, or one under 'state_dict')")
-    return Checkpoint(obj, form=form)
+    return Checkpoint(obj)
 
 
 def strip_prefix(state: dict[str, torch.Tensor], reference: list[str], path: Path, arch: str) -> dict:

@@ -99,11 +99,8 @@ def load_weights(cfg: Config) -> LoadedWeights:
 
 def file_version(path: Path) -> str:
     """The first 12 hex digits of the file's sha256: names the weights in every answer."""
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:12]
+        return hashlib.file_digest(f, "sha256").hexdigest()[:12]
 
 
 def _script_classes(script: torch.jit.ScriptModule, cfg: Config) -> int:
