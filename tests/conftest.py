@@ -6,6 +6,7 @@ the network. ResNet-18 keeps them quick; the loading code is the same for every 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -125,16 +126,20 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
     return subprocess.run([PODMAN, *args], capture_output=True, text=True, check=check, timeout=timeout)
 
 
+def missing(message: str) -> None:
+    """Something a test needs is absent: skip, except in CI (CI=true), where a skip would hide a failure."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def need(tools: tuple[str, ...], why: str) -> None:
-    """Skip when a tool is missing, except in CI (CI=true), where a skip would hide a failure."""
-    missing = [tool for tool in tools if shutil.which(tool) is None]
+    """Programs on PATH, and root."""
+    absent = [tool for tool in tools if shutil.which(tool) is None]
     if os.geteuid() != 0:
-        missing.append("root")
-    if missing:
-        message = f"{why} needs {', '.join(missing)} (make install installs them as root)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        absent.append("root")
+    if absent:
+        missing(f"{why} needs {', '.join(absent)} (make install installs them as root)")
 
 
 @pytest.fixture(scope="session")
@@ -150,6 +155,31 @@ def image(tmp_path_factory) -> str:
         built = subprocess.run([str(ROOT / "scripts" / "image.sh")], env=env, stdout=out, stderr=out, timeout=1800)
     assert built.returncode == 0, log.read_text()[-4000:]
     return IMAGE
+
+
+# --- the whole stack under supervisord ---------------------------------------------------------
+
+SUPERVISORCTL = [venv_bin("supervisorctl"), "-c", str(ROOT / "supervisor.conf")]
+
+
+def ctl(*args: str) -> str:
+    return subprocess.run([*SUPERVISORCTL, *args], capture_output=True, text=True, timeout=60).stdout
+
+
+@contextlib.contextmanager
+def supervisord(env: dict, out: Path):
+    """The repo's supervisor.conf in the foreground, as `make serve` runs it, on the real ports
+    (which must be free); `out` gets supervisord's own output. Shut down after, also on failure."""
+    for port in (8999, 10086):
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/health", timeout=1)
+    env = {"PATH": f"{os.path.dirname(venv_bin('python'))}:{os.environ['PATH']}", **env}
+    proc = spawn([venv_bin("supervisord"), "-n", "-c", str(ROOT / "supervisor.conf")], env, out)
+    try:
+        yield proc
+    finally:
+        ctl("shutdown")
+        stop(proc)
 
 
 def metric_samples(text: str) -> dict[str, float]:

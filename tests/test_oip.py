@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import struct
 import subprocess
 
@@ -19,17 +18,14 @@ import requests
 
 from app.config import ROOT
 from app.weights import file_version
-from tests.conftest import free_port, start_gunicorn, start_nginx, stop
+from tests.conftest import free_port, missing, start_gunicorn, start_nginx, stop
 
 CLIENTS = ROOT / ".venv-clients" / "bin"
 
 
 def need_clients() -> None:
     if not (CLIENTS / "python").exists() or not (CLIENTS / "perf_analyzer").exists():
-        message = "the Triton clients are missing: run scripts/install_tools.sh (make install does)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing("the Triton clients are missing: run scripts/install_tools.sh (make install does)")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 
 import psutil
@@ -21,15 +20,10 @@ from torchvision.models import get_model
 from app.config import ROOT
 from app.weights import file_version
 from tests import conftest
-from tests.conftest import metric_samples, spawn, stop, venv_bin, wait_ready
+from tests.conftest import ctl, metric_samples, supervisord, wait_ready
 
 NGINX = "http://127.0.0.1:8999"
-CTL = [venv_bin("supervisorctl"), "-c", str(ROOT / "supervisor.conf")]
 TOP = {"a": 7, "b": 14}  # the class each checkpoint puts first
-
-
-def ctl(*args: str) -> str:
-    return subprocess.run([*CTL, *args], capture_output=True, text=True, timeout=60).stdout
 
 
 def biased(path, top: int) -> str:
@@ -60,25 +54,15 @@ def weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def stack(weights, tmp_path_factory):
-    for port in (8999, 10086):
-        with pytest.raises(requests.ConnectionError):
-            requests.get(f"http://127.0.0.1:{port}/health", timeout=1)
     env = {
         "MODEL_ARCH": "resnet18",
         "MODEL_WEIGHTS": str(weights[0] / "model.pth"),
         "WORKERS": "2",
         "GRPC_BIND": os.environ.get("TEST_GRPC_BIND", "127.0.0.1:8011"),
-        "PATH": f"{os.path.dirname(venv_bin('python'))}:{os.environ['PATH']}",
     }
-    proc = spawn(
-        [venv_bin("supervisord"), "-n", "-c", str(ROOT / "supervisor.conf")], env, tmp_path_factory.mktemp("sv") / "out"
-    )
-    try:
+    with supervisord(env, tmp_path_factory.mktemp("sv") / "out") as proc:
         wait_ready(NGINX + "/ready", proc)
         yield proc
-    finally:
-        ctl("shutdown")
-        stop(proc)
 
 
 class Load(conftest.Load):

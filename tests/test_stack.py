@@ -18,15 +18,10 @@ import requests
 
 from app.config import ROOT
 from tests import conftest
-from tests.conftest import encode, free_port, photo, spawn, start_nginx, stop, venv_bin, wait_ready
+from tests.conftest import ctl, encode, free_port, photo, start_nginx, stop, supervisord, wait_ready
 
 NGINX = "http://127.0.0.1:8999"
 GUNICORN = "http://127.0.0.1:10086"
-CTL = [venv_bin("supervisorctl"), "-c", str(ROOT / "supervisor.conf")]
-
-
-def ctl(*args: str) -> str:
-    return subprocess.run([*CTL, *args], capture_output=True, text=True, timeout=60).stdout
 
 
 def master_pid() -> int:
@@ -39,24 +34,11 @@ def worker_pids() -> list[int]:
 
 @pytest.fixture(scope="module")
 def stack(imagenet_ckpt, tmp_path_factory):
-    for port in (8999, 10086):
-        with pytest.raises(requests.ConnectionError):
-            requests.get(f"http://127.0.0.1:{port}/health", timeout=1)
-    env = {
-        "MODEL_ARCH": "resnet18",
-        "MODEL_WEIGHTS": str(imagenet_ckpt),
-        "WORKERS": "2",
-        "PATH": f"{os.path.dirname(venv_bin('python'))}:{os.environ['PATH']}",
-    }
-    log = tmp_path_factory.mktemp("stack") / "supervisord.out"
-    proc = spawn([venv_bin("supervisord"), "-n", "-c", str(ROOT / "supervisor.conf")], env, log)
-    try:
+    env = {"MODEL_ARCH": "resnet18", "MODEL_WEIGHTS": str(imagenet_ckpt), "WORKERS": "2"}
+    with supervisord(env, tmp_path_factory.mktemp("stack") / "supervisord.out") as proc:
         wait_ready(NGINX + "/ready", proc)
         wait_ready(GUNICORN + "/ready", proc)
         yield proc
-    finally:
-        ctl("shutdown")
-        stop(proc)
 
 
 def predict(base: str, data: bytes, **kwargs) -> requests.Response:

@@ -4,18 +4,14 @@ one clear line where the user looks (supervisord's own output: the terminal of `
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 
 import pytest
-import requests
 
 from app import STARTUP_FAILED
 from app.config import ROOT
-from tests.conftest import VOC_LABELS, spawn, stop, venv_bin
+from tests.conftest import VOC_LABELS, ctl, supervisord
 
-CTL = [venv_bin("supervisorctl"), "-c", str(ROOT / "supervisor.conf")]
 LOG = ROOT / "run" / "our_app.log"
 
 CASES = {
@@ -30,29 +26,15 @@ CASES = {
 }
 
 
-def ctl(*args: str) -> str:
-    return subprocess.run([*CTL, *args], capture_output=True, text=True, timeout=30).stdout
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_a_configuration_error_stops_with_one_line(case, imagenet_ckpt, tmp_path):
-    for port in (8999, 10086):
-        with pytest.raises(requests.ConnectionError):
-            requests.get(f"http://127.0.0.1:{port}/health", timeout=1)
     overrides, message = CASES[case]
-    env = {
-        "MODEL_ARCH": "resnet18",
-        "MODEL_WEIGHTS": str(imagenet_ckpt),
-        "WORKERS": "1",
-        "PATH": f"{os.path.dirname(venv_bin('python'))}:{os.environ['PATH']}",
-    }
-    env |= {k: v.replace("{tmp}", str(tmp_path)) for k, v in overrides.items()}
-    env = {k: v for k, v in env.items() if v}  # "" removes an inherited variable
+    env = {"MODEL_ARCH": "resnet18", "MODEL_WEIGHTS": str(imagenet_ckpt), "WORKERS": "1"}
+    env |= {k: v.replace("{tmp}", str(tmp_path)) for k, v in overrides.items()}  # "": unset for urllib
     if LOG.exists():
         LOG.unlink()  # this run's attempts only
     terminal = tmp_path / "supervisord.out"
-    proc = spawn([venv_bin("supervisord"), "-n", "-c", str(ROOT / "supervisor.conf")], env, terminal)
-    try:
+    with supervisord(env, terminal):
         deadline, state = time.monotonic() + 120, ""
         while time.monotonic() < deadline:
             state = ctl("status", "our_app")
@@ -72,9 +54,6 @@ def test_a_configuration_error_stops_with_one_line(case, imagenet_ckpt, tmp_path
         assert message in ctl("tail", "our_app")  # the reason is in the log tail too
         time.sleep(3)
         assert LOG.read_text().count(STARTUP_FAILED) == attempts  # no restart loop afterwards
-    finally:
-        ctl("shutdown")
-        stop(proc)
 
 
 def test_the_listener_reports_only_this_attempts_failure(tmp_path):
