@@ -10,6 +10,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
@@ -60,6 +61,13 @@ class Config:
     # Each worker's gRPC listener, shared through SO_REUSEPORT; nginx proxies public :8001 to
     # it. Empty = no gRPC. Keep it on loopback, like BIND.
     grpc_bind: str = "127.0.0.1:8011"
+    # --- result cache (README, "Caching") ---
+    # redis://[:password@]host:port/db or rediss:// (TLS; ?ssl_ca_certs=/path for a private CA).
+    # Empty = no cache. Never logged with its password.
+    redis_url: str = field(default="", repr=False)
+    cache_ttl_s: int = 24 * 3600  # entries expire, so even a key collision can't live forever
+    cache_timeout_ms: float = 50.0  # connect and reply timeout of each Redis call
+    cache_retry_s: float = 5.0  # after a failure, Redis isn't asked again for this long
     # --- inference ---
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "fp32"
@@ -143,11 +151,37 @@ class Config:
             raise ConfigError(f"MODEL_NAME={self.model_name!r}: use letters, digits, '_', '.' or '-' (a URL segment)")
         if self.grpc_bind and not re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}", self.grpc_bind):
             raise ConfigError(f"GRPC_BIND={self.grpc_bind!r} is not host:port; e.g. 127.0.0.1:8011, or empty for none")
+        _check_redis_url(self.redis_url)
+        if self.cache_ttl_s < 1 or self.cache_timeout_ms <= 0 or self.cache_retry_s < 0:
+            raise ConfigError("CACHE_TTL_S must be >= 1, CACHE_TIMEOUT_MS > 0 and CACHE_RETRY_S >= 0")
         if self.gil_switch_ms <= 0:
             raise ConfigError(f"GIL_SWITCH_MS={self.gil_switch_ms} must be > 0 (Python's default is 5)")
         if self.request_timeout_s <= 0 or min(self.max_batch_delay_ms, self.shed_delay_ms, self.torch_threads) < 0:
             raise ConfigError("REQUEST_TIMEOUT_S must be > 0; MAX_BATCH_DELAY_MS, SHED_DELAY_MS, TORCH_THREADS >= 0")
         return self
+
+
+def redact(url: str) -> str:
+    """The URL as it may be logged: any password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _check_redis_url(url: str) -> None:
+    if not url:
+        return
+    from redis.connection import parse_url  # Redis's own parser: what it accepts, we accept
+
+    try:
+        parse_url(url)
+    except ValueError as exc:
+        raise ConfigError(
+            f"REDIS_URL={redact(url)!r} is not a Redis URL ({exc}); e.g. redis://:password@10.0.0.5:6379/0"
+        ) from None
 
 
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -41,6 +41,15 @@ MODEL_INFO = Gauge(
     PREFIX + "model_info", "1 per worker serving these weights", ["version", "weights"], multiprocess_mode="liveall"
 )
 RELOADS = Counter(PREFIX + "reloads", "HUP reloads, by result: done, or refused (the old weights kept)", ["result"])
+CACHE_LOOKUPS = Counter(
+    PREFIX + "cache_lookups", "Images looked up in the result cache, by result: hit, miss, bypass", ["result"]
+)
+CACHE_ERRORS = Counter(
+    PREFIX + "cache_errors",
+    "Result-cache trouble, by kind: timeout, connection, redis (an error reply), poisoned (a value that is not "
+    "a valid answer, ignored), dropped (answers not written: the write queue was full)",
+    ["kind"],
+)
 WORKER_RESTARTS = Counter(PREFIX + "worker_restarts", "Workers started to replace one that exited")
 MEMORY_BYTES = Gauge(PREFIX + "process_resident_memory_bytes", "Resident memory", multiprocess_mode="liveall")
 MEMORY_PEAK_BYTES = Gauge(PREFIX + "process_peak_memory_bytes", "Peak resident memory", multiprocess_mode="liveall")

@@ -35,6 +35,11 @@ _REQUEST_ID = {
     "schema": {"type": "string"},
 }
 
+_CACHE = {
+    "type": "string",
+    "enum": ["hit", "miss", "bypass"],
+    "description": "hit: every image answered from the result cache; bypass: no cache (REDIS_URL) or it is down",
+}
 SCHEMAS = {
     "Prediction": {
         "type": "object",
@@ -81,10 +86,11 @@ SCHEMAS = {
         "allOf": [
             {
                 "type": "object",
-                "required": ["model", "request_id"],
+                "required": ["model", "request_id", "cache"],
                 "properties": {
                     "model": _ref("Model"),
                     "request_id": {"type": "string"},
+                    "cache": _CACHE,
                     "warning": {"type": "string", "description": "set when MODEL_WEIGHTS=random"},
                 },
             },
@@ -163,6 +169,7 @@ def _predict(cfg: Config) -> dict:
                     "headers": {
                         "X-Request-ID": {"schema": {"type": "string"}},
                         "Server-Timing": {"schema": {"type": "string"}, "description": "decode, queue, infer, total"},
+                        "X-Cache": {"schema": _CACHE},
                     },
                     "content": {"application/json": {"schema": _ref("Answer")}},
                 },

@@ -9,6 +9,9 @@ With no class above the threshold the answer is seed 001's `"No Categories"` wit
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 
 NO_CATEGORIES = "No Categories"
@@ -51,3 +54,36 @@ def describe(scores: np.ndarray, labels: list[str], task: str, k: int, threshold
     if not predictions:
         return {"status": 0, "result": NO_CATEGORIES, "predictions": []}
     return {"status": 1, "result": [p["label"] for p in predictions], "predictions": predictions}
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a score")
+
+
+def valid_answer(raw: bytes, labels: list[str], top_k: int | None) -> dict | None:
+    """`raw` parsed as JSON, if it is an answer `describe` could have given for this model
+    (labels by index, finite scores, at most `top_k` predictions for multiclass); else None.
+
+    For values read back from a shared store (the result cache), which other programs can write.
+    """
+    try:
+        answer = json.loads(raw, parse_constant=_no_constant)
+    except ValueError:  # bad JSON, NaN/Infinity, or not UTF-8 (a pickle starts with 0x80)
+        return None
+    if not isinstance(answer, dict) or set(answer) != {"status", "result", "predictions"}:
+        return None
+    predictions = answer["predictions"]
+    if not isinstance(predictions, list) or (top_k is not None and len(predictions) > top_k):
+        return None
+    names = []
+    for p in predictions:
+        if not isinstance(p, dict) or set(p) != {"label", "index", "score"}:
+            return None
+        index, score = p["index"], p["score"]
+        if type(index) is not int or not 0 <= index < len(labels) or labels[index] != p["label"]:
+            return None
+        if type(score) is not float or not math.isfinite(score):
+            return None
+        names.append(p["label"])
+    expected = (1, names) if names else (0, NO_CATEGORIES)
+    return answer if (answer["status"], answer["result"]) == expected else None

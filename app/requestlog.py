@@ -70,6 +70,8 @@ def log_request(rid, method, path, status, bytes_in, stats, total: float, client
     if stats:
         fields["images"] = stats.images
         fields["sizes"] = stats.sizes
+        if stats.cache:
+            fields["cache"] = stats.cache
     fields.update((f"{name}_ms", _ms(s)) for name, s in _stages(stats, total))
     level = logging.DEBUG if path in PROBES else logging.INFO
     logger.log(level, "request", extra={"fields": fields})

@@ -41,11 +41,13 @@ def model_predict():
     finally:
         _in_flight.pop(rid, None)
         update_memory(clf.engine.device)
-    body = {"status": 1, "results": results} if many else results[0]
-    body.update(model=clf.info, request_id=rid)
+    body = {"status": 1, "results": results} if many else dict(results[0])  # a copy: the cache keeps results
+    body.update(model=clf.info, request_id=rid, cache=g.stats.cache)
     if clf.info["untrained"]:
         body["warning"] = UNTRAINED_WARNING
-    return jsonify(body)
+    response = jsonify(body)
+    response.headers["X-Cache"] = g.stats.cache  # hit | miss | bypass (README, "Caching")
+    return response
 
 
 @bp.get("/health")

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from app.batching import Batcher, run_here
+from app.cache import NoCache, ResultCache, build_cache
 from app.config import Config
 from app.decode import decode_image
 from app.errors import APIError
@@ -50,6 +51,7 @@ class RequestStats:
     decode_s: float = 0.0  # decode + preprocess, all images
     queue_s: float = 0.0  # the slowest image's wait for the model
     run_s: float = 0.0  # the forward pass its batch took
+    cache: str = ""  # hit | miss | bypass, for /model_predict (app.cache)
 
 
 class Classifier:
@@ -59,6 +61,7 @@ class Classifier:
         self.engine: Engine | None = None
         self.batcher: Batcher | None = None
         self.offload: Callable = run_here
+        self.cache: ResultCache | NoCache = NoCache()
 
     @property
     def ready(self) -> bool:
@@ -79,6 +82,7 @@ class Classifier:
             release_free_memory()
         MODEL_INFO.labels(self.info["version"], self.info["weights"]).set(1)  # which weights this worker serves
         self.offload = blocking_offload()
+        self.cache = build_cache(cfg, self.model, self.engine.device)
         self.batcher = Batcher(
             self._run_batch,
             cfg.max_batch_size,
@@ -155,9 +159,17 @@ class Classifier:
         return done.results
 
     def classify(self, blobs: list[bytes], stats: RequestStats | None = None) -> list[dict]:
+        """Per-image answers; images already in the result cache skip decode and inference."""
         cfg, labels = self.cfg, self.model.labels
-        rows = self.logits(blobs, stats)
-        return [
-            describe(activate(row, cfg.activation_fn), labels, cfg.model_task, cfg.top_k, cfg.threshold, row)
-            for row in rows
-        ]
+        stats = stats if stats is not None else RequestStats()
+        keys, answers, stats.cache = self.cache.lookup(blobs)
+        todo = [i for i, answer in enumerate(answers) if answer is None]
+        if todo:
+            rows = self.logits([blobs[i] for i in todo], stats)
+            for i, row in zip(todo, rows, strict=True):
+                scores = activate(row, cfg.activation_fn)
+                answers[i] = describe(scores, labels, cfg.model_task, cfg.top_k, cfg.threshold, row)
+            if keys:
+                self.cache.store([keys[i] for i in todo], [answers[i] for i in todo])
+        stats.images = len(blobs)
+        return answers

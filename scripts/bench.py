@@ -11,6 +11,8 @@ Writes bench/out/report.md, bench/out/chart.png and bench/out/results.json.
   OMP_NUM_THREADS=1, the issue's reference configuration.
 - Open Inference Protocol: HTTP binary and gRPC (perf_analyzer) beside /model_predict at c=8
   (scripts/bench_oip.py).
+- Result cache: hits on a repeated image and misses on fresh ones, with and without REDIS_URL
+  (scripts/bench_cache.py).
 - Images: real photographs shipped by scikit-image, made into web-size JPEGs and into
   12-megapixel "phone" JPEGs, deterministically (no download).
 Weights are random (`MODEL_WEIGHTS=random`): speed does not depend on the values.
@@ -38,7 +40,7 @@ from app.config import Config
 from app.infer import cpu_has_bf16, cpu_threads
 from app.model import load_model
 from app.service import Classifier
-from scripts import bench_oip
+from scripts import bench_cache, bench_oip
 from scripts.procs import ROOT, stack
 
 OUT = ROOT / "bench" / "out"
@@ -294,6 +296,8 @@ def run(quick: bool) -> dict:
     results["h2h"] = head_to_head(files, tmp)
     results["oip"] = bench_oip.run(files["web"], tmp, ab)
     print(json.dumps({"oip": results["oip"]["medians"]}), flush=True)
+    results["cache"] = bench_cache.run(files["web"], tmp, ab)
+    print(json.dumps({"cache": results["cache"]["medians"]}), flush=True)
 
     for arch in archs:
         for precision in precisions:
@@ -442,6 +446,7 @@ def write_report(results: dict) -> None:
                 f"| {fused} |"
             )
     lines += bench_oip.report(results["oip"])
+    lines += bench_cache.report(results["cache"])
     lines += [
         "",
         f"## Through nginx (ApacheBench, multipart, {AB_SECONDS} s per run)",

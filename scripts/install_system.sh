@@ -10,6 +10,7 @@
 #   mmdebstrap            the offline stand-in base image when no registry is reachable
 #   iproute2              network namespaces for the multi-host test
 #   libb64-0d, curl       perf_analyzer's base64 library; curl for the OIP JSON example
+#   redis-server, openssl the result cache's tests (REDIS_URL) run a real Redis, with TLS
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null || [ -e "$1" ]; }
@@ -33,6 +34,8 @@ want mmdebstrap mmdebstrap
 want ip iproute2
 want /usr/lib/x86_64-linux-gnu/libb64.so.0d libb64-0d
 want curl curl
+want redis-server redis-server
+want openssl openssl
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "install_system: missing ${need[*]}; run as root or: sudo apt-get install ${need[*]}" >&2
@@ -41,5 +44,8 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}"
-# Debian starts nginx on port 80 on install; we run our own instance, so stop theirs.
-(command -v service >/dev/null && service nginx stop) >/dev/null 2>&1 || true
+# Debian starts nginx on port 80 and Redis on 6379 on install; we run our own instances, so
+# stop theirs.
+for service in nginx redis-server; do
+  (command -v service >/dev/null && service "$service" stop) >/dev/null 2>&1 || true
+done

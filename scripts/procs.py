@@ -82,6 +82,31 @@ def start_gunicorn(env: dict, log: Path, args: tuple[str, ...] = OUR_APP) -> tup
     return proc, url
 
 
+def start_redis(workdir: Path, port: int, *args: str) -> subprocess.Popen:
+    """Debian's redis-server on loopback:port, nothing persisted; `args` add options (a password, TLS)."""
+    import redis
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)]
+    tls = "--tls-port" in args
+    cmd += ["--port", "0" if tls else str(port), *args]
+    proc = spawn(cmd, {}, workdir / f"redis-{port}.log")
+    password = args[args.index("--requirepass") + 1] if "--requirepass" in args else None
+    ssl = {"ssl": True, "ssl_cert_reqs": "none"} if tls else {}
+    client = redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=1, **ssl)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            return proc
+        except redis.ConnectionError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop(proc)
+                log = (workdir / f"redis-{port}.log").read_text()
+                raise RuntimeError(f"redis-server did not start: {log}") from None
+            time.sleep(0.05)
+
+
 def render_nginx_conf(listen_port: int, backends: list[str], grpc: tuple[int, list[str]] | None = None) -> str:
     """The repo's nginx.conf, listening on loopback:listen_port and proxying to `backends`;
     with `grpc` (port, backends), also gRPC on loopback:port.
@@ -119,6 +144,7 @@ class Stack(NamedTuple):
     gunicorn: subprocess.Popen  # the master
     nginx: subprocess.Popen
     access_log: Path  # nginx's
+    log: Path  # gunicorn's
 
 
 @contextlib.contextmanager
@@ -131,7 +157,7 @@ def stack(env: dict, workdir: Path, args: tuple[str, ...] = OUR_APP):
     try:
         nginx, url = start_nginx(workdir / "nginx", [backend.removeprefix("http://")])
         try:
-            yield Stack(url, gunicorn, nginx, workdir / "nginx" / "logs" / "access.log")
+            yield Stack(url, gunicorn, nginx, workdir / "nginx" / "logs" / "access.log", workdir / "gunicorn.log")
         finally:
             stop(nginx)
     finally:

@@ -24,7 +24,16 @@ from app.config import ROOT, Config
 
 # Images and real processes: the helpers are shared with the bench, soak and memory scripts.
 from scripts.hostile_inputs import encode, photo  # noqa: F401
-from scripts.procs import free_port, spawn, start_gunicorn, start_nginx, stop, venv_bin, wait_ready  # noqa: F401
+from scripts.procs import (  # noqa: F401
+    free_port,
+    spawn,
+    start_gunicorn,
+    start_nginx,
+    start_redis,
+    stop,
+    venv_bin,
+    wait_ready,
+)
 
 VOC_LABELS = str(ROOT / "class_name.json")
 CAT, PERSON = 7, 14  # indices in class_name.json
