@@ -54,12 +54,14 @@ BOOT_ERROR = 3  # gunicorn.arbiter.Arbiter.WORKER_BOOT_ERROR
 
 def _build(cfg: Config) -> Flask:
     from app import auth, errors, metrics, requestlog, routes
+    from app.infer import native_precision
     from app.model import load_model
     from app.protocols import http as oip_http
     from app.protocols.oip import OIP
     from app.service import Classifier
     from app.uploads import InMemoryRequest
 
+    cfg = native_precision(cfg)
     app = Flask(__name__, static_folder=None)  # the one page is served by routes.index
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_upload_bytes

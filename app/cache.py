@@ -20,12 +20,12 @@ import queue
 import threading
 
 import redis
-import torch
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from app.breaker import Breaker
 from app.config import Config, redact
+from app.engines import Engine
 from app.metrics import CACHE_ERRORS, CACHE_LOOKUPS
 from app.model import LoadedModel
 from app.postprocess import valid_answer
@@ -35,7 +35,7 @@ HIT, MISS, BYPASS = "hit", "miss", "bypass"
 KEY_PREFIX = "classifier:answer:v1:"
 
 
-def answer_settings(cfg: Config, model: LoadedModel, device: torch.device) -> dict:
+def answer_settings(cfg: Config, model: LoadedModel, engine: Engine) -> dict:
     """Everything that changes an answer: a change of any of these must never read answers
     computed before it."""
     pre = model.preprocess
@@ -48,7 +48,7 @@ def answer_settings(cfg: Config, model: LoadedModel, device: torch.device) -> di
         "top_k": cfg.top_k,
         "threshold": cfg.threshold,
         "preprocess": [pre.description, pre.mean, pre.std, cfg.jpeg_draft],
-        "engine": [device.type, cfg.precision, cfg.graph, cfg.onednn_fusion, cfg.channels_last],
+        "engine": [engine.name, engine.device.type, cfg.precision, cfg.graph, cfg.onednn_fusion, cfg.channels_last],
     }
 
 
@@ -70,7 +70,7 @@ class NoCache:
 
 
 class ResultCache:
-    def __init__(self, cfg: Config, model: LoadedModel, device: torch.device):
+    def __init__(self, cfg: Config, model: LoadedModel, engine: Engine):
         timeout = cfg.cache_timeout_ms / 1000
         self.client = redis.Redis.from_url(
             cfg.redis_url,
@@ -82,7 +82,7 @@ class ResultCache:
             # The pool opens connections on demand, one per request thread at most: a cap would
             # turn a busy moment into "Too many connections" errors, and trip the breaker.
         )
-        self.prefix = namespace(answer_settings(cfg, model, device))
+        self.prefix = namespace(answer_settings(cfg, model, engine))
         self.ttl_s, self.labels, self.top_k = cfg.cache_ttl_s, model.labels, cfg.top_k
         self.multiclass = cfg.model_task == "multiclass"
         self.breaker = Breaker(f"redis cache at {redact(cfg.redis_url)}", cfg.cache_retry_s)
@@ -133,9 +133,9 @@ class ResultCache:
         pipe.execute()
 
 
-def build_cache(cfg: Config, model: LoadedModel, device: torch.device) -> ResultCache | NoCache:
+def build_cache(cfg: Config, model: LoadedModel, engine: Engine) -> ResultCache | NoCache:
     """Called in each worker after fork: a connection pool must not be shared across a fork."""
     if not cfg.redis_url:
         return NoCache()
     logger.info("result cache on at %s (ttl %ds)", redact(cfg.redis_url), cfg.cache_ttl_s)
-    return ResultCache(cfg, model, device)
+    return ResultCache(cfg, model, engine)

@@ -17,6 +17,7 @@ ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 TASKS = ("multiclass", "multilabel")
 ACTIVATIONS = ("auto", "softmax", "sigmoid", "none")
 PRECISIONS = ("fp32", "bf16", "fp16")
+ENGINES = ("auto", "torch", "openvino")
 GRAPHS = ("torchscript", "fx", "eager")
 RESIZE_MODES = ("crop", "squash")
 
@@ -70,6 +71,12 @@ class Config:
     cache_retry_s: float = 5.0  # after a failure, Redis isn't asked again for this long
     # --- inference ---
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # auto: on the CPU, the fastest engine whose answers equal torch fp32's (app.engines);
+    # torch; openvino. GPUs always run torch.
+    engine: str = "auto"
+    # Where the OpenVINO engine keeps the converted graph, so restarts skip the conversion.
+    # Empty: convert in every worker.
+    engine_cache_dir: str = str(ROOT / "run" / "engines")
     precision: str = "fp32"
     channels_last: bool = True
     # torchscript: traced + frozen (CPU fp32); fx: batch norm folded, run from Python; eager.
@@ -116,6 +123,7 @@ class Config:
         _one_of("MODEL_TASK", self.model_task, TASKS)
         _one_of("ACTIVATION", self.activation, ACTIVATIONS)
         _one_of("PRECISION", self.precision, PRECISIONS)
+        _one_of("ENGINE", self.engine, ENGINES)
         _one_of("RESIZE_MODE", self.resize_mode, RESIZE_MODES)
         _one_of("GRAPH", self.graph, GRAPHS)
         if not self.model_weights:

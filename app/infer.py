@@ -1,18 +1,14 @@
-"""Inference: put the network on its device, optimise it, warm it up, and run batches.
-
-Runs in the serving process only (a gunicorn worker after fork): it sets thread counts and
-touches CUDA, neither of which may happen in a master that forks.
+"""Inference helpers: the device, thread counts, native bf16, and the graph work (`optimize`)
+done where the weights are loaded. The engines that run batches are in app.engines.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import logging
 import os
 import warnings
-from collections.abc import Callable
 
-import numpy as np
 import torch
 
 from app.config import Config
@@ -43,6 +39,15 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def native_precision(cfg: Config) -> Config:
+    """`cfg`, with PRECISION=bf16 turned into fp32 on a CPU that would only emulate bf16:
+    emulated, it measured 0.36-0.44x the speed of fp32, and answers drift for nothing."""
+    if cfg.precision != "bf16" or gpu_expected(cfg.device) or cpu_has_bf16():
+        return cfg
+    logger.warning("PRECISION=bf16 on a CPU without AVX512-BF16 or AMX would be emulated and slower: using fp32")
+    return dataclasses.replace(cfg, precision="fp32")
 
 
 def optimize(net: torch.nn.Module, cfg: Config, input_size: int) -> torch.nn.Module:
@@ -86,53 +91,3 @@ def gpu_expected(device: str) -> bool:
     if device != "auto":
         return device.startswith("cuda")
     return bool(list_gpus(os.environ.get("GPUS", ""))) and os.environ.get("CUDA_VISIBLE_DEVICES") != ""
-
-
-class Engine:
-    """A ready-to-run network: `engine(batch) -> float32 logits as numpy`."""
-
-    def __init__(self, net: torch.nn.Module, cfg: Config, normalize: Callable[[torch.Tensor], torch.Tensor]):
-        self.normalize = normalize  # uint8 batch -> float input, on the device
-        self.device = pick_device(cfg.device)
-        self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
-        if self.device.type == "cpu" and self.dtype is torch.float16:
-            raise ValueError("PRECISION=fp16 needs a GPU; on CPU use bf16 or fp32")
-        if self.device.type == "cpu" and self.dtype is torch.bfloat16 and not cpu_has_bf16():
-            logger.warning("PRECISION=bf16 on a CPU without AVX512-BF16/AMX: emulated, slower than fp32")
-        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
-        # A no-op on the CPU, so workers keep sharing the master's weights.
-        self.net = net.to(self.device)
-        if cfg.onednn_fusion and isinstance(net, torch.jit.ScriptModule) and self.device.type == "cpu":
-            # oneDNN Graph fuses conv/add/relu chains of the frozen graph into single kernels.
-            # It compiles per input shape, in this process, on the second run of each batch
-            # size: warm_up runs them all. Process-wide, so set in the worker, not the master.
-            # Opt-in: +10% (ResNet-18) / +21% (ResNet-50) c=8 throughput against ~300 MiB
-            # more per worker and RSS growth under mixed traffic (README, "Inference options").
-            torch.jit.enable_onednn_fusion(True)
-
-    def _autocast(self):
-        if self.dtype is torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
-
-    @torch.inference_mode()
-    def __call__(self, batch: torch.Tensor) -> np.ndarray:
-        """uint8 NCHW images -> float32 logits."""
-        x = self.normalize(batch.to(self.device, non_blocking=True))
-        x = x.contiguous(memory_format=self.memory_format)
-        with self._autocast():
-            out = self.net(x)
-        return out.float().cpu().numpy()
-
-    def warm_up(self, max_batch_size: int, input_size: int) -> None:
-        """Run the shapes we will serve so the first real request isn't the slow one.
-
-        Every batch size when there are few (CPU: fused kernels are compiled per shape), else
-        the smallest and largest.
-        """
-        sizes = range(1, max_batch_size + 1) if max_batch_size <= 8 else (1, max_batch_size)
-        for n in sizes:
-            for _ in range(3):
-                self(torch.zeros(n, 3, input_size, input_size, dtype=torch.uint8))
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)

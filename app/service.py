@@ -20,8 +20,9 @@ from app.batching import Batcher, run_here
 from app.cache import NoCache, ResultCache, build_cache
 from app.config import Config
 from app.decode import decode_image
+from app.engines import Engine, build_engine
 from app.errors import APIError
-from app.infer import Engine, cpu_threads
+from app.infer import cpu_threads
 from app.malloc import release_free_memory
 from app.metrics import MODEL_INFO, QUEUE_DEPTH, WARMUP_SECONDS, observe_batch
 from app.model import LoadedModel
@@ -72,9 +73,10 @@ class Classifier:
         if self.ready:
             return
         cfg = self.cfg
-        torch.set_num_threads(cpu_threads(cfg.torch_threads))
+        threads = cpu_threads(cfg.torch_threads)
+        torch.set_num_threads(threads)
         sys.setswitchinterval(cfg.gil_switch_ms / 1000)
-        self.engine = Engine(self.model.net, cfg, self.model.preprocess.normalize)
+        self.engine = build_engine(self.model, cfg, threads)
         if cfg.warmup:
             started = time.perf_counter()
             self.engine.warm_up(cfg.max_batch_size, self.model.preprocess.input_size)
@@ -82,7 +84,7 @@ class Classifier:
             release_free_memory()
         MODEL_INFO.labels(self.info["version"], self.info["weights"]).set(1)  # which weights this worker serves
         self.offload = blocking_offload()
-        self.cache = build_cache(cfg, self.model, self.engine.device)
+        self.cache = build_cache(cfg, self.model, self.engine)
         self.batcher = Batcher(
             self._run_batch,
             cfg.max_batch_size,
@@ -94,7 +96,7 @@ class Classifier:
             QUEUE_DEPTH.set,
         )
         logger.info(
-            "model ready in pid %d: arch=%s weights=%s version=%s labels=%s task=%s device=%s precision=%s "
+            "model ready in pid %d: arch=%s weights=%s version=%s labels=%s task=%s engine=%s device=%s precision=%s "
             "graph=%s threads=%d max_batch_size=%d max_queue=%d preprocess=%s",
             os.getpid(),
             cfg.model_arch,
@@ -102,6 +104,7 @@ class Classifier:
             self.info["version"],
             cfg.model_labels or "(from the weights)",
             cfg.model_task,
+            self.engine.name,
             self.engine.device,
             cfg.precision,
             cfg.graph,

@@ -34,7 +34,9 @@ def tree_pss_mib(pid: int) -> float:
     return sum(pss_kib(p.pid) for p in procs) / 1024
 
 
-def measure(arch: str, workers: int, preload: bool, image: bytes, logdir: Path) -> tuple[float, float]:
+def measure(
+    arch: str, workers: int, preload: bool, image: bytes, logdir: Path, engine: str = "auto"
+) -> tuple[float, float]:
     """PSS once every worker is ready (warmed up), and again after serving traffic."""
     env = {
         "MODEL_ARCH": arch,
@@ -42,6 +44,7 @@ def measure(arch: str, workers: int, preload: bool, image: bytes, logdir: Path) 
         "WORKERS": str(workers),
         "PRELOAD": "1" if preload else "0",
         "ACCESS_LOG": "/dev/null",
+        "ENGINE": engine,
     }
     proc, url = start_gunicorn(env, logdir / f"gunicorn-{workers}-{preload}.log")
     try:
@@ -62,6 +65,7 @@ def measure(arch: str, workers: int, preload: bool, image: bytes, logdir: Path) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--arch", default="resnet50")
+    parser.add_argument("--engine", default="auto", help="ENGINE: auto, torch or openvino")
     parser.add_argument("--out", default=str(ROOT / "bench" / "out" / "memory.md"))
     args = parser.parse_args()
     from torchvision.models import get_model
@@ -73,11 +77,12 @@ def main() -> None:
     rows = []
     for preload in (False, True):
         for workers in (1, 2, 4):
-            idle, busy = measure(args.arch, workers, preload, buf.getvalue(), Path(args.out).parent)
+            idle, busy = measure(args.arch, workers, preload, buf.getvalue(), Path(args.out).parent, args.engine)
             rows.append((preload, workers, idle, busy))
             print(f"preload={preload} workers={workers} ready={idle:.0f} after traffic={busy:.0f} MiB", flush=True)
     lines = [
-        f"PSS of the whole gunicorn tree, {args.arch} on CPU (weights: {weights_mib:.0f} MiB fp32).",
+        f"PSS of the whole gunicorn tree, {args.arch} on CPU, ENGINE={args.engine} "
+        f"(weights: {weights_mib:.0f} MiB fp32).",
         "",
         "| preload | workers | PSS ready (MiB) | per extra worker | PSS after traffic (MiB) | per extra worker |",
         "|---|---|---|---|---|---|",

@@ -11,6 +11,7 @@ import pickle
 import shutil
 import subprocess
 import time
+from types import SimpleNamespace
 
 import pytest
 import redis
@@ -142,7 +143,11 @@ def settings_for(app, **overrides) -> dict:
     clf = app.extensions["classifier"]
     cfg = dataclasses.replace(clf.cfg, **overrides).validated()
     model = dataclasses.replace(clf.model, preprocess=build_preprocess(cfg))
-    return answer_settings(cfg, model, torch.device("cpu"))
+    return answer_settings(cfg, model, engine_like("torch", "cpu"))
+
+
+def engine_like(name: str, device: str) -> SimpleNamespace:
+    return SimpleNamespace(name=name, device=torch.device(device))
 
 
 @pytest.mark.parametrize("overrides", ANSWER_CHANGING, ids=lambda o: next(iter(o)))
@@ -151,18 +156,20 @@ def test_every_answer_changing_setting_changes_the_key(multiclass_app, overrides
 
 
 @pytest.mark.parametrize(
-    "change", ["version", "labels", "device"], ids=["weights version", "labels", "cuda instead of cpu"]
+    "change", ["version", "labels", "device", "engine"], ids=["weights version", "labels", "cuda", "openvino"]
 )
 def test_the_model_and_device_are_in_the_key(multiclass_app, change):
     clf = multiclass_app.extensions["classifier"]
-    model, device = clf.model, torch.device("cpu")
+    model, engine = clf.model, engine_like("torch", "cpu")
     if change == "version":
         model = dataclasses.replace(model, info={**model.info, "version": "0123456789ab"})
     elif change == "labels":
         model = dataclasses.replace(model, labels=[*model.labels[:-1], "something else"])
+    elif change == "device":
+        engine = engine_like("torch", "cuda")
     else:
-        device = torch.device("cuda")
-    assert namespace(answer_settings(clf.cfg, model, device)) != namespace(settings_for(multiclass_app))
+        engine = engine_like("openvino", "cpu")
+    assert namespace(answer_settings(clf.cfg, model, engine)) != namespace(settings_for(multiclass_app))
 
 
 @pytest.mark.parametrize("overrides", [{"max_queue": 8}, {"request_timeout_s": 5.0}, {"cache_ttl_s": 60}])

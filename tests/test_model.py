@@ -8,7 +8,7 @@ import torch
 from torchvision.models import get_model
 
 from app.config import ConfigError
-from app.infer import Engine
+from app.engines.torch_engine import TorchEngine
 from app.model import load_labels, load_model
 from app.weights import cached_path, imagenet_weights
 from tests.conftest import VOC_LABELS, make_config, voc_state
@@ -115,7 +115,7 @@ def test_optimised_graphs_match_eager(imagenet_ckpt, graph, fusion):
     cfg = make_config(imagenet_ckpt, graph=graph, onednn_fusion=fusion)
     model = load_model(cfg)
     torch.jit.enable_onednn_fusion(False)
-    engine = Engine(model.net, cfg, model.preprocess.normalize)
+    engine = TorchEngine(model.net, cfg, model.preprocess.normalize)
     eager = load_model(make_config(imagenet_ckpt, graph="eager", channels_last=False)).net
     assert isinstance(model.net, torch.jit.ScriptModule) == (graph == "torchscript")
     assert torch.jit.onednn_fusion_enabled() == fusion

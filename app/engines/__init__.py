@@ -1,0 +1,102 @@
+"""Inference engines behind one interface, and the choice among them (ENGINE).
+
+An engine is `engine(uint8 NCHW batch) -> float32 logits (numpy)`, plus `warm_up`, `name`
+and `device`. Engines: `torch` (the frozen TorchScript graph; also the only GPU engine) and
+`openvino` (CPU). ONNX Runtime was measured and not added: it led nowhere (README,
+"Inference options").
+
+ENGINE=auto (the default) builds both on the CPU, in each worker after fork, keeps those whose
+answers on a probe batch equal torch fp32's within TOLERANCE, times them in alternation and
+keeps the fastest; torch unless another is at least MARGIN faster, so noise doesn't flip it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from app.config import Config, ConfigError
+from app.engines.torch_engine import TorchEngine
+from app.infer import pick_device
+from app.model import LoadedModel
+
+logger = logging.getLogger(__name__)
+# Largest logit difference from torch fp32, relative to the logits' scale: float32 engines
+# differ by summation order only (about 1e-6 measured); bf16 keeps 8 bits of mantissa.
+TOLERANCE = {"fp32": 1e-4, "bf16": 5e-2}
+MARGIN = 1.05
+
+
+class Engine(Protocol):
+    name: str
+    device: torch.device
+
+    def __call__(self, batch: torch.Tensor) -> np.ndarray: ...
+
+    def warm_up(self, max_batch_size: int, input_size: int) -> None: ...
+
+
+def build_engine(model: LoadedModel, cfg: Config, threads: int) -> Engine:
+    """The engine ENGINE asks for; called in the serving process (a worker, after fork)."""
+    reference = TorchEngine(model.net, cfg, model.preprocess.normalize)
+    if cfg.engine == "torch" or pick_device(cfg.device).type != "cpu":
+        return reference
+    try:
+        from app.engines.openvino_engine import OpenVINOEngine
+    except ImportError:
+        if cfg.engine == "openvino":
+            raise ConfigError("ENGINE=openvino but OpenVINO is not installed: pip install openvino") from None
+        return reference
+    other = OpenVINOEngine(model.net, cfg, model.preprocess, model.info, threads, cfg.precision == "bf16")
+    if cfg.engine == "openvino":
+        return other
+    return fastest([reference, other], reference, cfg, model.preprocess.input_size)
+
+
+def probe_batch(n: int, size: int) -> torch.Tensor:
+    """Deterministic images for the comparison: smooth gradients plus noise, like photos enough
+    to give spread-out logits."""
+    g = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0, 255, size).view(1, 1, 1, size).expand(n, 3, size, size)
+    noise = torch.randint(-40, 40, (n, 3, size, size), generator=g)
+    return (ramp + noise).clamp(0, 255).to(torch.uint8)
+
+
+def drift(out: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(out - ref).max() / (1 + np.abs(ref).max()))
+
+
+def fastest(engines: list[Engine], reference: TorchEngine, cfg: Config, size: int) -> Engine:
+    batch = probe_batch(min(cfg.max_batch_size, 4), size)
+    ref = reference.fp32(batch)
+    usable = []
+    for engine in engines:
+        d = drift(engine(batch), ref)
+        if d <= TOLERANCE[cfg.precision]:
+            usable.append(engine)
+        else:
+            logger.warning(
+                "ENGINE=auto: %s differs from torch fp32 by %.2g (> %g): not used",
+                engine.name,
+                d,
+                TOLERANCE[cfg.precision],
+            )
+    seconds = {engine.name: [] for engine in usable}
+    for _ in range(3):  # alternating rounds: drift in the machine's speed hits every engine
+        for engine in usable:
+            started = time.perf_counter()
+            engine(batch)
+            seconds[engine.name].append(time.perf_counter() - started)
+    speed = {name: len(batch) / float(np.median(s)) for name, s in seconds.items()}
+    best = max(usable, key=lambda e: speed[e.name] / (1 if e is reference else MARGIN))
+    logger.info(
+        "ENGINE=auto chose %s: %s img/s on batch %d",
+        best.name,
+        ", ".join(f"{name} {s:.1f}" for name, s in speed.items()),
+        len(batch),
+    )
+    return best
