@@ -11,6 +11,8 @@ Writes bench/out/report.md, bench/out/chart.png and bench/out/results.json.
   OMP_NUM_THREADS=1, the issue's reference configuration.
 - Open Inference Protocol: HTTP binary and gRPC (perf_analyzer) beside /model_predict at c=8
   (scripts/bench_oip.py).
+- Peers: ours (ENGINE=auto and torch) beside LitServe and the seed-style baseline, alternating
+  (scripts/bench_peers.py; LitServe installed into bench/peers/, not the venv).
 - Result cache: hits on a repeated image and misses on fresh ones, with and without REDIS_URL
   (scripts/bench_cache.py).
 - Images: real photographs shipped by scikit-image, made into web-size JPEGs and into
@@ -40,12 +42,12 @@ from app.config import Config
 from app.infer import cpu_has_bf16, cpu_threads
 from app.model import load_model
 from app.service import Classifier
-from scripts import bench_cache, bench_oip
+from scripts import bench_cache, bench_oip, bench_peers
+from scripts.bench_peers import BASELINE_ARGS
 from scripts.procs import ROOT, stack
 
 OUT = ROOT / "bench" / "out"
 AB_SECONDS = 8
-BASELINE_ARGS = ("-w", "2", "-k", "sync", "scripts.baseline_app:create_app()")
 CEILING_BATCH = 8
 ROUNDS = 3
 
@@ -296,6 +298,8 @@ def run(quick: bool) -> dict:
     results["h2h"] = head_to_head(files, tmp)
     results["oip"] = bench_oip.run(files["web"], tmp, ab)
     print(json.dumps({"oip": results["oip"]["medians"]}), flush=True)
+    results["peers"] = bench_peers.run(files["web"], tmp, ab)
+    print(json.dumps({"peers": results["peers"]["medians"]}), flush=True)
     results["cache"] = bench_cache.run(files["web"], tmp, ab)
     print(json.dumps({"cache": results["cache"]["medians"]}), flush=True)
 
@@ -445,6 +449,7 @@ def write_report(results: dict) -> None:
                 f"| {name} | {i + 1} | {smp['ours'][i]:.1f} | {smp['baseline'][i]:.1f} | {smp['ceiling'][i]:.1f} "
                 f"| {fused} |"
             )
+    lines += bench_peers.report(results["peers"])
     lines += bench_oip.report(results["oip"])
     lines += bench_cache.report(results["cache"])
     lines += [
