@@ -10,16 +10,84 @@ The worker's thread pool is shut down once the loop has ended, before the gracef
 before that, the parked new connections are handed to the pool like any readable one, so the
 graceful wait covers them. Idle keep-alive connections (waiting for a next request) are closed,
 as the stock worker would: their clients retry on a new connection.
+
+Responses also leave in one send (`OneWriteResponse`): gunicorn sends the headers and the body
+in two, and a worker killed between them (kill -9, the OOM killer) leaves nginx holding
+headers it has already passed on, so the client gets a truncated body instead of nginx's retry
+on another host. Seen once in tests/test_multihost.py's kill -9 under load.
 """
 
 from __future__ import annotations
 
 from concurrent import futures
 
+from gunicorn.http import wsgi
 from gunicorn.workers.gthread import ThreadWorker
 
 
+class _Stash:
+    """Stands in for the socket while gunicorn "sends" the headers."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+
+class _Prefixed:
+    """The socket, with the stashed headers glued to the next send."""
+
+    def __init__(self, sock, head: bytes) -> None:
+        self.sock, self.head = sock, head
+
+    def sendall(self, data: bytes) -> None:
+        head, self.head = self.head, b""
+        self.sock.sendall(head + data)
+
+
+class OneWriteResponse(wsgi.Response):
+    head = b""
+
+    def send_headers(self) -> None:
+        if self.headers_sent:
+            return
+        sock, self.sock = self.sock, _Stash()
+        try:
+            super().send_headers()
+        finally:
+            self.head, self.sock = self.sock.data, sock
+
+    def write(self, arg) -> None:
+        self.send_headers()
+        if not self.head:
+            return super().write(arg)
+        sock, self.sock = self.sock, _Prefixed(self.sock, self.head)
+        try:
+            super().write(arg)
+        finally:
+            pending, self.sock, self.head = self.sock.head, sock, b""
+            if pending:  # nothing of the body was due: the headers still must go
+                sock.sendall(pending)
+
+    def can_sendfile(self) -> bool:
+        return False  # sendfile writes to the socket's fd, past the stash
+
+    def close(self) -> None:
+        self.send_headers()
+        if self.head:
+            self.sock.sendall(self.head)
+            self.head = b""
+        super().close()
+
+
 class DrainingThreadWorker(ThreadWorker):
+    def init_process(self) -> None:
+        # gunicorn builds each response through this module-level name (wsgi.create); there
+        # is no setting for it. Set in the worker process, for this worker class only.
+        wsgi.Response = OneWriteResponse
+        super().init_process()
+
     def get_thread_pool(self) -> futures.ThreadPoolExecutor:
         pool = super().get_thread_pool()
         stop_pool = pool.shutdown
