@@ -263,7 +263,7 @@ def test_kube_play_becomes_ready_and_answers(played, jpeg_bytes, client):
         try:
             if requests.get("http://127.0.0.1:8999/ready", timeout=3).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # still starting: kubelet's probe would retry too
             pass
         time.sleep(1)
     else:
