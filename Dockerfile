@@ -62,7 +62,7 @@ COPY weights/ weights/
 COPY gunicorn_conf.py supervisor.conf nginx.conf class_name.json ./
 
 # Weights are baked into the image so containers start without network access.
-RUN if [ "$FETCH_WEIGHTS" = "imagenet" ]; then python -m app.weights fetch "$MODEL_ARCH"; fi
+RUN if [ "$FETCH_WEIGHTS" = "imagenet" ]; then python -m app.model.weights fetch "$MODEL_ARCH"; fi
 
 # An unprivileged, numeric user (Kubernetes' runAsNonRoot can check a number, not a name).
 # Everything nginx, supervisord and gunicorn write goes under /srv/run (sockets, pids, logs,

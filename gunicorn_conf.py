@@ -1,31 +1,26 @@
 """Gunicorn config for the image classifier:  gunicorn -c gunicorn_conf.py "app:create_app()"
 
-Every setting reads an environment variable and falls back to the documented default.
-The resolved values are logged once at start (see `on_starting`).
+Settings only. Every setting reads an environment variable through the app's own parser
+(app.runtime.settings, the same as Config's) and falls back to the documented default; the
+hooks live in app.runtime.hooks. The resolved values are logged once at start (`on_starting`).
 """
 
 import gc
 import os
-import shutil
 import tempfile
 
-from app.cpus import available_cores
-from app.gpus import list_gpus, pick_gpu
-from app.malloc import limit_arenas
+from app.model.gpus import list_gpus
+from app.runtime.cpus import available_cores
+from app.runtime.hooks import Hooks
+from app.runtime.malloc import limit_arenas
+from app.runtime.settings import ServerSettings
 
-
-def _env(name, default, cast=str):
-    raw = os.environ.get(name, "")
-    return cast(raw) if raw.strip() else default
-
-
-def _flag(name, default):
-    return _env(name, default, lambda v: v.strip().lower() in ("1", "true", "yes", "on"))
+S = ServerSettings.from_env()
 
 
 def _cores():
     # Affinity (taskset, cpusets) and the cgroup CPU quota (a pod's limits.cpu); os.cpu_count()
-    # would count the whole node (app/cpus.py).
+    # would count the whole node (app/runtime/cpus.py).
     return available_cores()
 
 
@@ -37,8 +32,25 @@ def _cores():
 #   backlog - Connections the kernel queues before accept; past it clients are refused.
 #
 
-bind = _env("BIND", "127.0.0.1:10086")
-backlog = _env("BACKLOG", 2048, int)
+bind = S.bind
+backlog = S.backlog
+
+#
+# HTTP parsing limits
+#
+#   limit_request_line / limit_request_fields / limit_request_field_size - gunicorn's own
+#          parser limits, set at least as loose as nginx's (nginx.conf,
+#          large_client_header_buffers 4 8k: a request line or header of up to 8 KiB, 32 KiB in
+#          all), so that whatever nginx passes on gunicorn accepts, and only nginx refuses,
+#          in JSON. gunicorn's defaults (a 4094-byte line, 100 headers) answered its own HTML
+#          400/431 behind nginx. 8190 is gunicorn's largest line limit; 32 KiB of headers holds
+#          at most 8192 fields of 4 bytes, under its largest field count (32768).
+#          tests/test_edge.py sends the largest request nginx takes, straight to gunicorn.
+#
+
+limit_request_line = 8190
+limit_request_fields = 8192 + 16  # + the headers nginx adds (X-Request-ID, X-Real-IP, ...)
+limit_request_field_size = 8190 + 64  # nginx appends the client's address to X-Forwarded-For
 
 #
 # Worker processes
@@ -79,27 +91,27 @@ backlog = _env("BACKLOG", 2048, int)
 #          starts its own copy (threads, device, warm-up) after fork.
 #
 
-GPUS = list_gpus(os.environ.get("GPUS", ""))
-WORKERS_PER_GPU = _env("WORKERS_PER_GPU", 1, int)
-THREADS_PER_WORKER = _env("THREADS_PER_WORKER", 1 if _cores() < 8 else 4, int)
-MAX_QUEUE = _env("MAX_QUEUE", 64, int)
+GPUS = list_gpus(S.gpus)
+WORKERS_PER_GPU = S.workers_per_gpu
+THREADS_PER_WORKER = S.threads_per_worker or (1 if _cores() < 8 else 4)
+MAX_QUEUE = S.max_queue
 # On CPU, batches of 4 let two half-batches alternate at c=8: one decodes while the other
 # runs (48 req/s vs 45 with 8). A GPU wants large batches.
-MAX_BATCH_SIZE = _env("MAX_BATCH_SIZE", 32 if GPUS else 4, int)
+MAX_BATCH_SIZE = S.max_batch_size or (32 if GPUS else 4)
 
-workers = _env("WORKERS", len(GPUS) * WORKERS_PER_GPU if GPUS else max(1, _cores() // THREADS_PER_WORKER), int)
-WORKER_CLASS = _env("WORKER_CLASS", "gthread")
+workers = S.workers or (len(GPUS) * WORKERS_PER_GPU if GPUS else max(1, _cores() // THREADS_PER_WORKER))
+WORKER_CLASS = S.worker_class
 # gthread is gunicorn's, with a graceful stop that serves connections it already accepted
-# (app/workers.py: the stock one reset them, and a HUP reload lost requests).
-worker_class = "app.workers.DrainingThreadWorker" if WORKER_CLASS == "gthread" else WORKER_CLASS
-threads = _env("THREADS", MAX_QUEUE + 2 * MAX_BATCH_SIZE, int)
-worker_connections = _env("WORKER_CONNECTIONS", 1000, int)
-timeout = _env("TIMEOUT", 120, int)
-graceful_timeout = _env("GRACEFUL_TIMEOUT", 30, int)
-keepalive = _env("KEEPALIVE", 5, int)
-max_requests = _env("MAX_REQUESTS", 0, int)
-max_requests_jitter = _env("MAX_REQUESTS_JITTER", 0, int)
-preload_app = _flag("PRELOAD", True)
+# (app/runtime/workers.py: the stock one reset them, and a HUP reload lost requests).
+worker_class = "app.runtime.workers.DrainingThreadWorker" if WORKER_CLASS == "gthread" else WORKER_CLASS
+threads = S.threads or MAX_QUEUE + 2 * MAX_BATCH_SIZE
+worker_connections = S.worker_connections
+timeout = S.timeout
+graceful_timeout = S.graceful_timeout
+keepalive = S.keepalive
+max_requests = S.max_requests
+max_requests_jitter = S.max_requests_jitter
+preload_app = S.preload
 
 # Settings the app reads. They are exported here because only this file knows the worker
 # count: torch threads per worker = cores // workers, so workers x threads <= cores.
@@ -138,9 +150,9 @@ os.environ["DEFER_START"] = "1"
 #          (stage times, image sizes) goes to stderr; README, "Operating it".
 #
 
-accesslog = _env("ACCESS_LOG", "-")
-errorlog = _env("ERROR_LOG", "-")
-loglevel = _env("LOG_LEVEL", "info")
+accesslog = S.access_log
+errorlog = S.error_log
+loglevel = S.log_level
 access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(D)sus rid=%({x-request-id}o)s'
 
 #
@@ -158,7 +170,7 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(D)sus rid=%({x-request-id}o)s'
 #          CUDA call.
 #   post_worker_init - The app is loaded: start the model here (threads, device, warm-up),
 #          after gevent has patched threading; then this worker's gRPC listener (GRPC_BIND,
-#          shared by the workers through SO_REUSEPORT; app/protocols/grpc_server.py).
+#          shared by the workers through SO_REUSEPORT; app/oip/grpc_server.py).
 #   worker_exit - Stop the gRPC listener gracefully (graceful_timeout).
 #   worker_abort - The worker hit `timeout`: say which requests it was serving.
 #   child_exit - In the master, after a worker exits: drop its live gauges (queue depth,
@@ -167,7 +179,7 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(B)s %(D)sus rid=%({x-request-id}o)s'
 #
 
 # Two malloc arenas (glibc), set in the master so every worker inherits it: with the default
-# (8 x cores) worker memory kept growing under mixed uploads (app/malloc.py has the figures).
+# (8 x cores) worker memory kept growing under mixed uploads (app/runtime/malloc.py has the figures).
 limit_arenas()  # MALLOC_ARENA_MAX in the environment overrides it
 
 # Collections in the master would move objects between generations and dirty the pages
@@ -175,125 +187,24 @@ limit_arenas()  # MALLOC_ARENA_MAX in the environment overrides it
 gc.disable()
 
 
-def on_starting(server):
-    server.log.info(
-        "settings: bind=%s workers=%d worker_class=%s threads=%d timeout=%ds graceful_timeout=%ds "
-        "preload=%s gpus=%s workers_per_gpu=%d torch_threads=%s max_batch_size=%s max_queue=%d (per worker)",
-        bind,
-        workers,
-        WORKER_CLASS,
-        threads,
-        timeout,
-        graceful_timeout,
-        preload_app,
-        GPUS or "none",
-        WORKERS_PER_GPU,
-        os.environ.get("TORCH_THREADS", "auto"),
-        MAX_BATCH_SIZE,
-        MAX_QUEUE,
-    )
-
-
-def on_reload(server):
-    """HUP: load and check the weights at MODEL_WEIGHTS in the master, then let the new workers
-    fork from them (gunicorn would otherwise fork them from the app it preloaded at start).
-
-    gunicorn then starts the new generation and stops the old one gracefully: old workers
-    finish their in-flight requests, new ones warm up (post_worker_init) before they accept.
-    Weights that fail to load are refused: the old workers are kept, still serving.
-    """
-    from app import create_app
-    from app.config import Config, ConfigError
-    from app.metrics import RELOADS
-
-    old = server.app.callable
-    if old is None or not preload_app:
-        return  # without preload every worker loads the app itself
-    was = old.extensions["classifier"].info
-    gc.unfreeze()  # let the old generation's objects be collected once unreferenced
-    try:
-        new = create_app(Config.from_env())
-    except (ConfigError, OSError, RuntimeError) as exc:
-        RELOADS.labels("refused").inc()
-        server.log.error("reload refused, still serving version %s (%s): %s", was["version"], was["weights"], exc)
-        # No new generation: gunicorn spawns cfg.workers after this hook, and the old workers
-        # stay (the next HUP reads the setting afresh).
-        server.cfg.set("workers", 0)
-        return
-    server.app.callable = new
-    now = new.extensions["classifier"].info
-    RELOADS.labels("done").inc()
-    server.log.info("reloaded: version %s -> %s (%s)", was["version"], now["version"], now["weights"])
-    server.reload_forks = server.cfg.workers
-    del old
-    gc.collect()
-
-
-def when_ready(server):
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(os.getpid(), METRICS_DIR)
-
-
-def pre_fork(server, worker):
-    gc.collect()
-    gc.freeze()
-    if getattr(server, "reload_forks", 0) > 0:
-        server.reload_forks -= 1  # a new generation after HUP, not a replacement for a crash
-    elif worker.age > server.num_workers:
-        from app.metrics import WORKER_RESTARTS
-
-        WORKER_RESTARTS.inc()
-    if GPUS:
-        live = [getattr(w, "gpu", None) for w in server.WORKERS.values()]
-        worker.gpu = pick_gpu(GPUS, live, WORKERS_PER_GPU)
-
-
-def post_fork(server, worker):
-    gc.enable()
-    gpu = getattr(worker, "gpu", None)
-    if gpu is not None:
-        # Only this GPU is visible to the worker, as cuda:0.
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
-    server.log.info("worker %s forked, gpu=%s", worker.pid, "none" if gpu is None else gpu)
-
-
-def post_worker_init(worker):
-    app = worker.wsgi
-    app.extensions["classifier"].start()
-    cfg = app.extensions["classifier"].cfg
-    if cfg.grpc_bind:
-        # grpc is first imported here, in the worker: nothing of it may exist before fork.
-        from app.protocols.grpc_server import start
-
-        if WORKER_CLASS == "gevent":
-            import grpc.experimental.gevent
-
-            grpc.experimental.gevent.init_gevent()  # grpc's threads cooperate with the hub
-        # As many RPC threads as gthread has request threads (`threads` above): the same bound.
-        worker.grpc_server = start(app.extensions["oip"], cfg.grpc_bind, threads, cfg.max_upload_bytes + 65536)
-    worker.log.info("worker %s ready%s", worker.pid, f", gRPC on {cfg.grpc_bind}" if cfg.grpc_bind else "")
-
-
-def worker_abort(worker):
-    from app.routes import in_flight
-
-    worker.log.error("worker %s timed out (timeout=%ds) serving: %s", worker.pid, timeout, in_flight() or "no request")
-
-
-def worker_exit(server, worker):
-    grpc_server = getattr(worker, "grpc_server", None)
-    if grpc_server is not None:
-        grpc_server.stop(graceful_timeout).wait()  # finish in-flight RPCs, like HTTP requests
-    server.log.info("worker %s exited", worker.pid)
-
-
-def child_exit(server, worker):
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid, METRICS_DIR)
-
-
-def on_exit(server):
-    if _OWN_METRICS_DIR:
-        shutil.rmtree(METRICS_DIR, ignore_errors=True)
+_hooks = Hooks(
+    GPUS,
+    WORKERS_PER_GPU,
+    WORKER_CLASS == "gevent",
+    METRICS_DIR,
+    _OWN_METRICS_DIR,
+    f"bind={bind} workers={workers} worker_class={WORKER_CLASS} threads={threads} timeout={timeout}s "
+    f"graceful_timeout={graceful_timeout}s preload={preload_app} gpus={GPUS or 'none'} "
+    f"workers_per_gpu={WORKERS_PER_GPU} torch_threads={os.environ.get('TORCH_THREADS', 'auto')} "
+    f"max_batch_size={MAX_BATCH_SIZE} max_queue={MAX_QUEUE} (per worker)",
+)
+on_starting = _hooks.on_starting
+on_reload = _hooks.on_reload
+when_ready = _hooks.when_ready
+pre_fork = _hooks.pre_fork
+post_fork = _hooks.post_fork
+post_worker_init = _hooks.post_worker_init
+worker_abort = _hooks.worker_abort
+worker_exit = _hooks.worker_exit
+child_exit = _hooks.child_exit
+on_exit = _hooks.on_exit

@@ -31,7 +31,7 @@ def create_app(config: Config | None = None) -> Flask:
     The model is started (threads, device, warm-up) here too, unless `defer_start` is set:
     gunicorn_conf.py sets it so that each worker starts its copy after fork.
     """
-    from app import requestlog
+    from app.telemetry import requestlog
 
     _log_through_gunicorn()
     requestlog.setup_logging(logging.getLogger("app").level or logging.INFO)
@@ -53,24 +53,21 @@ BOOT_ERROR = 3  # gunicorn.arbiter.Arbiter.WORKER_BOOT_ERROR
 
 
 def _build(cfg: Config) -> Flask:
-    from app import auth, errors, metrics, requestlog, routes
-    from app.infer import native_precision
-    from app.model import load_model
-    from app.protocols import http as oip_http
-    from app.protocols.oip import OIP
-    from app.service import Classifier
-    from app.uploads import InMemoryRequest
+    from app.core.guard import Gate
+    from app.core.service import Classifier
+    from app.http import hooks, routes
+    from app.http.uploads import InMemoryRequest
+    from app.model.infer import native_precision
+    from app.model.loading import load_model
+    from app.oip import http as oip_http
+    from app.oip.dataplane import OIP
+    from app.telemetry import metrics
 
     cfg = native_precision(cfg)
     app = Flask(__name__, static_folder=None)  # the one page is served by routes.index
     app.request_class = InMemoryRequest
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_upload_bytes
     app.json.sort_keys = False
-    errors.init_app(app)
-    requestlog.init_app(app)
-    auth.init_app(app)
-    routes.init_app(app)
-    metrics.init_app(app)
     if cfg.defer_start:
         import torch
 
@@ -79,7 +76,12 @@ def _build(cfg: Config) -> Flask:
     classifier = Classifier(cfg, load_model(cfg))
     metrics.LOAD_SECONDS.set(time.perf_counter() - started)
     app.extensions["classifier"] = classifier
-    oip_http.init_app(app, OIP(classifier))  # the /v2 routes: a second front door, same model
+    # The one guarded core every door enters: the HTTP doors through hooks, gRPC through its
+    # servicer (app.runtime.hooks starts it in each worker with this gate).
+    app.extensions["gate"] = Gate(classifier, cfg.api_key)
+    hooks.init_app(app)
+    routes.init_app(app)
+    oip_http.init_app(app, OIP(classifier))  # the /v2 routes: a second door onto the same model
     if not cfg.defer_start:
         classifier.start()
     return app

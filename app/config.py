@@ -102,15 +102,7 @@ class Config:
 
     @classmethod
     def from_env(cls, environ: dict | None = None, **overrides) -> Config:
-        env = os.environ if environ is None else environ
-        values = {}
-        for f in fields(cls):
-            name = f.name.upper()
-            if name not in env:
-                continue
-            values[f.name] = _parse(name, env[name], f.default)
-        values.update(overrides)
-        return cls(**values).validated()
+        return cls(**{**read_env(cls, environ), **overrides}).validated()
 
     @property
     def activation_fn(self) -> str:
@@ -169,6 +161,15 @@ class Config:
         return self
 
 
+def read_env(cls, environ: dict | None = None) -> dict:
+    """The fields of dataclass `cls` that the environment sets (NAME in upper case), each
+    parsed by its default's type; the server's settings (app.runtime.settings) use it too."""
+    env = os.environ if environ is None else environ
+    return {
+        f.name: _parse(f.name.upper(), env[f.name.upper()], f.default) for f in fields(cls) if f.name.upper() in env
+    }
+
+
 def redact(url: str) -> str:
     """The URL as it may be logged: any password replaced by ***."""
     parts = urlsplit(url)
@@ -199,6 +200,8 @@ def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 def _parse(name: str, raw: str, default):
     raw = raw.strip()
+    if not raw and not isinstance(default, str):
+        return default  # NAME= (empty) means the default, as a shell user expects
     try:
         if isinstance(default, bool):
             if raw.lower() not in ("1", "0", "true", "false", "yes", "no", "on", "off"):

@@ -39,9 +39,9 @@ import torch
 from PIL import Image
 
 from app.config import Config
-from app.infer import cpu_has_bf16, cpu_threads
-from app.model import load_model
-from app.service import Classifier
+from app.core.service import Classifier
+from app.model.infer import cpu_has_bf16, cpu_threads
+from app.model.loading import load_model
 from scripts import bench_cache, bench_oip, bench_peers
 from scripts.bench_peers import BASELINE_ARGS
 from scripts.procs import ROOT, stack
@@ -307,7 +307,7 @@ def run(quick: bool) -> dict:
         files[name].write_bytes(blobs[0])  # ab sends one body; the ceiling uses the same image
     results: dict = {"machine": machine(), "images": {k: len(v[0]) for k, v in sets.items()}, "runs": []}
     archs = ["resnet18"] if quick else ["resnet18", "resnet50"]
-    # bf16 only where it is native: elsewhere the server runs fp32 instead (app.infer.native_precision).
+    # bf16 only where it is native: elsewhere the server runs fp32 instead (app.model.infer.native_precision).
     precisions = ["fp32", "bf16"] if cpu_has_bf16() and not quick else ["fp32"]
     results["h2h"] = head_to_head(files, tmp)
     results["oip"] = bench_oip.run(files["web"], tmp, ab)

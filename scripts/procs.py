@@ -111,10 +111,10 @@ def render_nginx_conf(listen_port: int, backends: list[str], grpc: tuple[int, li
     """The repo's nginx.conf, listening on loopback:listen_port and proxying to `backends`;
     with `grpc` (port, backends), also gRPC on loopback:port.
 
-    The upstreams' servers are rendered by app.upstreams, as supervisor.conf does, but inline:
+    The upstreams' servers are rendered by app.runtime.upstreams, as supervisor.conf does, but inline:
     the copy lives in its own prefix, where the repo-relative include would not resolve.
     """
-    from app.upstreams import render
+    from app.runtime.upstreams import render
 
     grpc_port, grpc_backends = grpc or (free_port(), ["127.0.0.1:9"])  # a port nobody uses
     conf = (ROOT / "nginx.conf").read_text()

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from app.batching import Batcher, DeadlineExceeded, Overloaded
+from app.core.batching import Batcher, DeadlineExceeded, Overloaded
 
 
 class FakeModel:
@@ -73,7 +73,7 @@ def test_full_queue_answers_503_at_once():
     assert {type(e) for e in errors.values()} == {Overloaded}
     assert len(results) >= 5  # one running + four queued
     overloaded = next(iter(errors.values()))
-    assert overloaded.status == 503 and overloaded.headers["Retry-After"] == "1"
+    assert overloaded.kind == "overloaded" and overloaded.retry_after == 1
 
 
 def test_deadline_answers_504_and_leaves_no_work_behind():
@@ -81,7 +81,7 @@ def test_deadline_answers_504_and_leaves_no_work_behind():
     batcher = Batcher(model, max_batch_size=1, timeout_s=0.2)
     results, errors = run_concurrently(batcher, [[1], [2], [3]], stagger=0.01)
     assert 0 in results and set(errors) == {1, 2}
-    assert all(isinstance(e, DeadlineExceeded) and e.status == 504 for e in errors.values())
+    assert all(isinstance(e, DeadlineExceeded) and e.kind == "deadline" for e in errors.values())
     time.sleep(0.4)
     assert [b for b in model.batches] == [[1]]  # the timed-out items never reached the model
     assert batcher.queued() == 0

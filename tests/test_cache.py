@@ -19,11 +19,11 @@ import torch
 from prometheus_client import REGISTRY
 
 from app import create_app
-from app.breaker import Breaker
-from app.cache import KEY_PREFIX, answer_settings, namespace
 from app.config import Config, ConfigError
-from app.postprocess import valid_answer
-from app.preprocess import build_preprocess
+from app.core.breaker import Breaker
+from app.core.cache import KEY_PREFIX, answer_settings, namespace
+from app.core.postprocess import valid_answer
+from app.core.preprocess import build_preprocess
 from tests.conftest import assert_same_predictions, free_port, make_config, missing, start_redis, stop
 
 PASSWORD = "cache-test-secret-9f2"
@@ -317,7 +317,7 @@ def test_a_wrong_password_bypasses_and_logs_once_per_incident(imagenet_ckpt, red
     with caplog.at_level(logging.WARNING, logger="app"):
         answers = [predict(app, jpeg_bytes) for _ in range(4)]  # retry_s=0: Redis is asked every time
     assert [(a.status_code, a.headers["X-Cache"]) for a in answers] == [(200, "bypass")] * 4
-    warnings = [r for r in caplog.records if r.name == "app.breaker"]
+    warnings = [r for r in caplog.records if r.name == "app.core.breaker"]
     assert len(warnings) == 1 and "rediss" not in warnings[0].getMessage()
     assert "wrong-password" not in caplog.text and ":***@" in caplog.text
 
@@ -333,7 +333,7 @@ def test_the_breaker_stops_asking_until_retry_s_then_says_when_it_is_back(caplog
         return outcome
 
     breaker = Breaker("redis cache at redis://h", retry_s=0.2)
-    with caplog.at_level(logging.WARNING, logger="app.breaker"):
+    with caplog.at_level(logging.WARNING, logger="app.core.breaker"):
         assert breaker.call(call) is None
         assert [breaker.call(call) for _ in range(20)] == [None] * 20 and len(calls) == 1  # open: not asked
         time.sleep(0.25)

@@ -15,7 +15,7 @@ from torch import nn
 from torchvision.models import get_model
 
 from app.config import ConfigError
-from app.weights import load_weights
+from app.model.weights import load_weights
 from tests.conftest import assert_same_predictions, free_port, make_config, spawn, stop, venv_bin, wait_ready
 
 

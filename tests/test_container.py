@@ -96,7 +96,7 @@ def test_runs_as_a_non_root_user_with_both_programs_running(container):
     assert [line.split()[:2] for line in status.splitlines()] == [
         ["nginx", "RUNNING"],
         ["our_app", "RUNNING"],
-        ["startup_errors", "RUNNING"],  # the event listener (app/supervisor_events.py)
+        ["startup_errors", "RUNNING"],  # the event listener (app/runtime/supervisor_events.py)
     ]
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from app.config import ROOT
-from app.cpus import available_cores, quota_cores
+from app.runtime.cpus import available_cores, quota_cores
 
 AFFINITY = len(os.sched_getaffinity(0))
 
@@ -52,7 +52,7 @@ def test_gunicorn_conf_follows_the_quota(tmp_path):
     """gunicorn_conf.py as the master runs it, with cgroup v2 saying one core."""
     fake = v2(tmp_path, "100000 100000")
     code = (
-        "import runpy, app.cpus as c, pathlib, sys; c.CGROUP = pathlib.Path(sys.argv[1]);"
+        "import runpy, app.runtime.cpus as c, pathlib, sys; c.CGROUP = pathlib.Path(sys.argv[1]);"
         "conf = runpy.run_path('gunicorn_conf.py'); print(conf['workers'], conf['THREADS_PER_WORKER'])"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("WORKERS", "TORCH_THREADS", "GPUS")}

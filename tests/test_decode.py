@@ -5,11 +5,12 @@ import zlib
 
 import numpy as np
 import pytest
+from app.core.errors import ServiceError
+from app.http.errors import STATUS
 from PIL import Image
 
-from app.decode import decode_image
-from app.errors import APIError
-from app.preprocess import build_preprocess
+from app.core.decode import decode_image
+from app.core.preprocess import build_preprocess
 from tests.conftest import encode, make_config, photo
 
 LIMIT = 64_000_000
@@ -82,9 +83,9 @@ JPEG = encode(photo((200, 100)), "JPEG")
     ids=["empty", "garbage", "pdf", "truncated-jpeg", "pixel-limit", "decompression-bomb"],
 )
 def test_bad_files(data, status, code):
-    with pytest.raises(APIError) as err:
+    with pytest.raises(ServiceError) as err:
         decode_image(data, LIMIT)
-    assert (err.value.status, err.value.code) == (status, code)
+    assert (STATUS[err.value.kind], err.value.code) == (status, code)
 
 
 def test_draft_decoding_shrinks_big_jpegs_but_keeps_the_answer(imagenet_ckpt):

@@ -61,7 +61,7 @@ def test_gunicorn_defaults(load_conf):
     conf = load_conf()
     assert conf["bind"] == "127.0.0.1:10086"  # seed 001's port, behind nginx
     assert conf["WORKER_CLASS"] == "gthread" and conf["preload_app"] is True
-    assert conf["worker_class"] == "app.workers.DrainingThreadWorker"  # gthread, draining on stop
+    assert conf["worker_class"] == "app.runtime.workers.DrainingThreadWorker"  # gthread, draining on stop
     assert conf["timeout"] >= 60  # model start-up; seed 003's CRITICAL WORKER TIMEOUT
     assert conf["threads"] > conf["MAX_QUEUE"] + conf["MAX_BATCH_SIZE"]  # the queue, not gunicorn, sheds load
     assert "keepalive " not in (ROOT / "nginx.conf").read_text().split("upstream classifier")[1].split("}")[0]
@@ -128,10 +128,10 @@ def test_the_master_never_imports_torch_for_gpu_counting(tmp_path):
 
 
 def render_backends(backends: str, out_dir, grpc_backends: str = "") -> subprocess.CompletedProcess:
-    """supervisor.conf's step before nginx: app.upstreams writes the upstreams' server lines."""
+    """supervisor.conf's step before nginx: app.runtime.upstreams writes the upstreams' server lines."""
     env = {**os.environ, "BACKENDS": backends, "GRPC_BACKENDS": grpc_backends}
     return subprocess.run(
-        [sys.executable, "-m", "app.upstreams", str(out_dir)], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-m", "app.runtime.upstreams", str(out_dir)], cwd=ROOT, env=env, capture_output=True, text=True
     )
 
 

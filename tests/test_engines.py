@@ -18,7 +18,7 @@ from app.config import ConfigError
 from app.engines import TOLERANCE, build_engine, drift, fastest, probe_batch
 from app.engines.openvino_engine import OpenVINOEngine
 from app.engines.torch_engine import TorchEngine
-from app.model import load_model
+from app.model.loading import load_model
 from tests.conftest import VOC_LABELS, make_config, start_gunicorn, stop
 
 
@@ -105,7 +105,7 @@ def test_openvino_missing_is_a_config_error_or_torch_for_auto(models, monkeypatc
 
 
 def test_bf16_without_native_support_falls_back_to_fp32(imagenet_ckpt, monkeypatch, caplog):
-    monkeypatch.setattr("app.infer.cpu_has_bf16", lambda: False)
+    monkeypatch.setattr("app.model.infer.cpu_has_bf16", lambda: False)
     app = create_app(make_config(imagenet_ckpt, precision="bf16"))
     assert app.extensions["classifier"].cfg.precision == "fp32"
     assert "would be emulated and slower: using fp32" in caplog.text

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from app import create_app
-from app.gpus import list_gpus, pick_gpu
+from app.model.gpus import list_gpus, pick_gpu
 from tests.conftest import make_config
 from tests.test_deploy_files import load_conf  # noqa: F401 - fixture
 

@@ -9,8 +9,8 @@ from torchvision.models import get_model
 
 from app.config import ConfigError
 from app.engines.torch_engine import TorchEngine
-from app.model import load_labels, load_model
-from app.weights import cached_path, imagenet_weights
+from app.model.loading import load_labels, load_model
+from app.model.weights import cached_path, imagenet_weights
 from tests.conftest import VOC_LABELS, make_config, voc_state
 
 

@@ -7,7 +7,7 @@ inside them): the edge routes between this machine (the client) and a private mo
                                     10.251.1.1 --- 10.251.1.2 host 1: gunicorn :10086
                                     10.251.2.1 --- 10.251.2.2 host 2: gunicorn :10086
 
-The edge runs supervisor.conf's own nginx command (app.upstreams renders BACKENDS, then
+The edge runs supervisor.conf's own nginx command (app.runtime.upstreams renders BACKENDS, then
 nginx starts); the hosts run the repo's gunicorn_conf.py bound to their private address.
 Namespaces and links are removed afterwards, also when a test fails.
 """

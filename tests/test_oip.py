@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from app.config import ROOT
-from app.weights import file_version
+from app.model.weights import file_version
 from tests.conftest import free_port, missing, start_gunicorn, start_nginx, stop
 
 CLIENTS = ROOT / ".venv-clients" / "bin"
@@ -188,7 +188,7 @@ def test_our_proto_matches_tritonclients_on_the_wire():
     Compared across processes: both define `inference.*`, and one descriptor pool can't hold
     two ("duplicate symbol inference.ServerLiveRequest").
     """
-    from app.protocols.grpc_server import pb
+    from app.oip.grpc_server import pb
     from tests.clients.descriptors import dump
 
     need_clients()

@@ -8,11 +8,11 @@ import json
 import struct
 
 import pytest
+from app.core.errors import InvalidInput
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.errors import APIError
-from app.protocols.codec import join_bytes, split_bytes
+from app.oip.codec import join_bytes, split_bytes
 
 INFER = "/v2/models/classifier/infer"
 
@@ -47,9 +47,9 @@ def post(client):
 JPEG = "jpeg"  # replaced by the real JPEG's base64 in the test
 
 BAD_JSON = [
-    ("no inputs", {"outputs": []}, 400, "'inputs' list"),
-    ("input not an object", {"inputs": ["x"]}, 400, "must be an object"),
-    ("no shape", {"inputs": [{"name": "image", "datatype": "BYTES", "data": []}]}, 400, "'shape'"),
+    ("no inputs", {"outputs": []}, 400, "inputs: Field required"),
+    ("input not an object", {"inputs": ["x"]}, 400, "inputs.0: Input should be a valid dictionary"),
+    ("no shape", {"inputs": [{"name": "image", "datatype": "BYTES", "data": []}]}, 400, "inputs.0.shape: Field required"),
     ("wrong input name", {"inputs": [image_input([JPEG], name="x")]}, 400, "one input, 'image'"),
     ("two inputs", {"inputs": [image_input([JPEG]), image_input([JPEG])]}, 400, "one input"),
     ("wrong datatype", {"inputs": [image_input([1.0], datatype="FP32")]}, 400, "datatype FP32"),
@@ -58,7 +58,7 @@ BAD_JSON = [
     ("not base64", {"inputs": [image_input(["%%%"])]}, 400, "base64"),
     ("no data", {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1, 1]}]}, 400, "neither 'data'"),
     ("empty batch", {"inputs": [image_input([], shape=(0, 1))]}, 400, "1 to 32 images"),
-    ("33 images", {"inputs": [image_input([JPEG] * 33, shape=(33, 1))]}, 400, "1 to 32 images"),
+    ("33 images", {"inputs": [image_input([JPEG] * 33, shape=(33, 1))]}, 413, "1 to 32 images"),
     ("uint8 out of range", {"inputs": [image_input([300, 1], shape=(2,), datatype="UINT8")]}, 400, "0-255"),
     ("uint8 shape", {"inputs": [image_input([1, 2], shape=(2, 1), datatype="UINT8")]}, 400, "holds one file"),
     ("unknown output", {"inputs": [image_input([JPEG])], "outputs": [{"name": "probs"}]}, 400, "unknown output"),
@@ -66,7 +66,7 @@ BAD_JSON = [
         "bad k",
         {"inputs": [image_input([JPEG])], "outputs": [{"name": "scores", "parameters": {"classification": -1}}]},
         400,
-        "whole number",
+        "classification: Input should be greater than or equal to 0",
     ),
     ("not an image", {"inputs": [image_input([b64(b"hello")])]}, 400, "not an image"),
 ]
@@ -157,8 +157,7 @@ def test_binary_outputs_and_json_outputs_agree(post, jpeg_bytes):
 
 
 def test_api_key_guards_infer_only(client, app, monkeypatch, jpeg_bytes):
-    clf = app.extensions["classifier"]
-    monkeypatch.setattr(clf, "cfg", clf.cfg.__class__(**{**clf.cfg.__dict__, "api_key": "k" * 20}))
+    monkeypatch.setattr(app.extensions["gate"], "_key", b"k" * 20)
     assert client.get("/v2/health/ready").status_code == 200 and client.get("/v2/models/classifier").status_code == 200
     r = client.post(INFER, json={"inputs": [image_input([b64(jpeg_bytes)])]})
     assert r.status_code == 401 and set(r.get_json()) == {"error"}
@@ -173,7 +172,7 @@ def test_bytes_framing_round_trips(items):
 def test_bytes_framing_never_reads_past_the_end(raw):
     try:
         items = split_bytes(raw, "x")
-    except APIError as exc:
-        assert exc.status == 400
+    except InvalidInput:
+        pass
     else:
         assert join_bytes(items) == raw

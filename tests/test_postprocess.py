@@ -3,7 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from app.postprocess import NO_CATEGORIES, activate, describe, thresh_sort, top_k
+from app.core.postprocess import NO_CATEGORIES, activate, describe, thresh_sort, top_k
 
 LABELS = [f"c{i}" for i in range(6)]
 scores_st = arrays(np.float32, st.integers(1, 50), elements=st.floats(0, 1, width=32))

@@ -18,7 +18,7 @@ import torch
 from torchvision.models import get_model
 
 from app.config import ROOT
-from app.weights import file_version
+from app.model.weights import file_version
 from tests import conftest
 from tests.conftest import ctl, metric_samples, supervisord, wait_ready
 

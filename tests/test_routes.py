@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from app import create_app
-from app.requestlog import JsonLines
-from app.service import Classifier
+from app.core.service import Classifier
+from app.telemetry.requestlog import JsonLines
 from tests.conftest import VOC_LABELS, assert_same_predictions, encode, make_config, metric_samples, photo
 
 
@@ -74,7 +74,7 @@ BAD_INPUTS = [
     ("empty-file", {"data": upload(b"")}, 400, "empty_image", "the image is empty"),
     ("truncated", {"data": upload(encode(photo(), "JPEG")[:3000])}, 400, "corrupt_image", "corrupt or truncated"),
     ("text/plain", {"data": b"hi", "content_type": "text/plain"}, 415, "unsupported_media_type", "text/plain"),
-    ("bad-json", {"data": b"{nope", "content_type": "application/json"}, 400, "invalid_json", "not a JSON"),
+    ("bad-json", {"data": b"{nope", "content_type": "application/json"}, 400, "invalid_json", "not JSON"),
     ("json-no-image", {"json": {"picture": "x"}}, 400, "no_image", "'images' (list)"),
     ("bad-base64", {"json": {"image": "***"}}, 400, "invalid_base64", "image is not valid base64"),
     ("base64-not-str", {"json": {"images": [1]}}, 400, "invalid_base64", "images[0] must be a base64 string"),
@@ -279,5 +279,5 @@ def test_api_key_guards_prediction_and_metrics_only(keyed_client, jpeg_bytes, me
 
 
 def test_the_key_is_checked_before_the_upload_is_read(keyed_client, monkeypatch):
-    monkeypatch.setattr("app.routes.read_images", lambda *a: pytest.fail("read the upload of a refused request"))
+    monkeypatch.setattr("app.http.routes.read_images", lambda *a: pytest.fail("read the upload of a refused request"))
     assert keyed_client.post("/model_predict", data=b"x" * 1000, content_type="image/jpeg").status_code == 401

@@ -20,7 +20,7 @@ CASES = {
     # An unreachable local proxy: the download fails at once, and nothing leaves the machine.
     "failed download": (
         {"MODEL_WEIGHTS": "imagenet", "WEIGHTS_DIR": "{tmp}", "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": ""},
-        "python -m app.weights fetch resnet18",
+        "python -m app.model.weights fetch resnet18",
     ),
     "label count": ({"MODEL_LABELS": VOC_LABELS}, "has 20 labels but the model has 1000 outputs"),
 }
@@ -57,7 +57,7 @@ def test_a_configuration_error_stops_with_one_line(case, imagenet_ckpt, tmp_path
 
 
 def test_the_listener_reports_only_this_attempts_failure(tmp_path):
-    from app.supervisor_events import reason
+    from app.runtime.supervisor_events import reason
 
     log = tmp_path / "our_app.log"
     old = f"{STARTUP_FAILED}: MODEL_TASK='x' is not supported\n"

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from gunicorn.config import Config
 
-from app.workers import OneWriteResponse
+from app.runtime.workers import OneWriteResponse
 
 
 class Socket:

@@ -21,8 +21,8 @@ import torch
 
 from app.config import Config, ConfigError
 from app.engines.torch_engine import TorchEngine
-from app.infer import pick_device
-from app.model import LoadedModel
+from app.model.infer import pick_device
+from app.model.loading import LoadedModel
 
 logger = logging.getLogger(__name__)
 # Largest logit difference from torch fp32, relative to the logits' scale: float32 engines

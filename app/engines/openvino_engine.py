@@ -43,7 +43,7 @@ class OpenVINOEngine:
         size = preprocess.input_size
         model = _graph(ov, core, net, size, _cache_path(cfg, info, size, ov.__version__))
         ppp = ov.preprocess.PrePostProcessor(model)
-        # The request carries uint8 NCHW pixels (app.preprocess); OpenVINO converts and
+        # The request carries uint8 NCHW pixels (app.core.preprocess); OpenVINO converts and
         # normalises them inside the compiled graph: (x - mean*255) / (std*255).
         ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NCHW"))
         ppp.input().model().set_layout(ov.Layout("NCHW"))
@@ -52,7 +52,7 @@ class OpenVINOEngine:
         self.precision = "bf16" if bf16 else "f32"
         config = {
             "INFERENCE_NUM_THREADS": threads,
-            "NUM_STREAMS": 1,  # one batch at a time per worker (app.batching runs one)
+            "NUM_STREAMS": 1,  # one batch at a time per worker (app.core.batching runs one)
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": self.precision,
             # Pinning would put every worker's threads on the same first cores.

@@ -1,4 +1,4 @@
-"""The torch engine: the network as app.infer.optimize left it, on the CPU or a GPU.
+"""The torch engine: the network as app.model.infer.optimize left it, on the CPU or a GPU.
 
 CPU fp32 runs the frozen TorchScript graph; bf16/fp16 run under autocast. The only engine
 on GPUs.
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from app.config import Config
-from app.infer import pick_device
+from app.model.infer import pick_device
 
 
 class TorchEngine:

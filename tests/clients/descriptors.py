@@ -1,7 +1,7 @@
 """Print the messages and service of a generated `inference` package as JSON, for comparison.
 
 .venv-clients/bin/python descriptors.py    # tritonclient's own stubs
-dump([pb.DESCRIPTOR])                      # ours (app/protocols/inference.proto), in-process
+dump([pb.DESCRIPTOR])                      # ours (app/oip/inference.proto), in-process
 """
 
 import json

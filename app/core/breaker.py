@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import redis
 
-from app.metrics import CACHE_ERRORS
+from app.telemetry.metrics import CACHE_ERRORS
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 
 from app.config import Config
-from app.protocols.openapi import oip_paths
+from app.oip.openapi import oip_paths
 
 
 def _ref(name: str) -> dict:

@@ -12,12 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from datetime import UTC, datetime
-
-from flask import Flask, Response, g, request
-
-from app.errors import request_id
 
 logger = logging.getLogger("app.requests")
 PROBES = frozenset({"/health", "/ready", "/metrics", "/openapi.json", "/v2/health/live", "/v2/health/ready"})
@@ -42,28 +37,18 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 2)
 
 
-def _start() -> None:
-    g.started = time.perf_counter()
+def stages(stats, total: float) -> list[tuple[str, float]]:
+    """Stage times of a request (decode, queue, infer, total), for its log line and Server-Timing."""
+    parts = [("decode", stats.decode_s), ("queue", stats.queue_s), ("infer", stats.run_s)] if stats else []
+    return [*parts, ("total", total)]
 
 
-def _finish(response: Response) -> Response:
-    total = time.perf_counter() - g.started
-    stats = g.get("stats")
-    stages = _stages(stats, total)
-    response.headers["Server-Timing"] = ", ".join(f"{name};dur={_ms(s)}" for name, s in stages)
-    client = request.headers.get("X-Real-IP", request.remote_addr)
-    bytes_in = request.content_length or 0
-    log_request(request_id(), request.method, request.path, response.status_code, bytes_in, stats, total, client)
-    return response
-
-
-def _stages(stats, total: float) -> list[tuple[str, float]]:
-    stages = [("decode", stats.decode_s), ("queue", stats.queue_s), ("infer", stats.run_s)] if stats else []
-    return [*stages, ("total", total)]
+def server_timing(stats, total: float) -> str:
+    return ", ".join(f"{name};dur={_ms(s)}" for name, s in stages(stats, total))
 
 
 def log_request(rid, method, path, status, bytes_in, stats, total: float, client: str | None = None) -> None:
-    """The request's JSON line; the gRPC front door writes the same line as HTTP."""
+    """The request's JSON line, the same for every door (app.core.guard writes it)."""
     fields = {"request_id": rid, "method": method, "path": path, "status": status, "bytes_in": bytes_in}
     if client is not None:
         fields["client"] = client
@@ -72,7 +57,7 @@ def log_request(rid, method, path, status, bytes_in, stats, total: float, client
         fields["sizes"] = stats.sizes
         if stats.cache:
             fields["cache"] = stats.cache
-    fields.update((f"{name}_ms", _ms(s)) for name, s in _stages(stats, total))
+    fields.update((f"{name}_ms", _ms(s)) for name, s in stages(stats, total))
     level = logging.DEBUG if path in PROBES else logging.INFO
     logger.log(level, "request", extra={"fields": fields})
 
@@ -85,8 +70,3 @@ def setup_logging(level: int) -> None:
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(level)
-
-
-def init_app(app: Flask) -> None:
-    app.before_request(_start)
-    app.after_request(_finish)

@@ -1,4 +1,4 @@
-"""Prometheus metrics at GET /metrics, summed over every gunicorn worker.
+"""Prometheus metrics, summed over every gunicorn worker (served at GET /metrics by app.http).
 
 prometheus_client's multiprocess mode: each worker writes its samples to files under
 PROMETHEUS_MULTIPROC_DIR (gunicorn_conf.py makes one directory per server, and removes a
@@ -15,14 +15,16 @@ import os
 import resource
 import time
 
-from flask import Flask, Response, current_app, g, request
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 PREFIX = "classifier_"
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
-REQUESTS = Counter(PREFIX + "http_requests", "HTTP requests answered, by endpoint and status", ["endpoint", "status"])
+REQUESTS = Counter(
+    PREFIX + "http_requests",
+    "Requests answered, by endpoint (route pattern or grpc:<Method>) and status (HTTP status or gRPC code)",
+    ["endpoint", "status"],
+)
 REQUEST_SECONDS = Histogram(
     PREFIX + "request_duration_seconds", "Time to answer a prediction (/model_predict, OIP infer)", buckets=_LATENCY
 )
@@ -83,23 +85,8 @@ def update_memory(gpu_device=None, force: bool = False) -> None:
         GPU_MEMORY_BYTES.labels(str(gpu_device)).set(torch.cuda.memory_allocated(gpu_device))
 
 
-def _endpoint() -> str:
-    # The route pattern, never the raw path: unknown paths must not create new series.
-    return request.url_rule.rule if request.url_rule is not None else "unmatched"
-
-
-PREDICTING = frozenset({"classify.model_predict", "oip.infer"})
-
-
-def _record(response: Response) -> Response:
-    REQUESTS.labels(_endpoint(), str(response.status_code)).inc()
-    if request.endpoint in PREDICTING:
-        observe_prediction(time.perf_counter() - g.started, g.get("stats"))
-    return response
-
-
 def observe_prediction(seconds: float, stats) -> None:
-    """One prediction's timings, for every front door (HTTP routes here, gRPC in its servicer)."""
+    """One prediction's timings, for every door (app.core.guard calls it)."""
     REQUEST_SECONDS.observe(seconds)
     if stats is not None and stats.images:
         PREPARE_SECONDS.observe(stats.decode_s)
@@ -107,17 +94,11 @@ def observe_prediction(seconds: float, stats) -> None:
             QUEUE_SECONDS.observe(stats.queue_s)
 
 
-def metrics() -> Response:
-    clf = current_app.extensions.get("classifier")
-    # A scrape always reads fresh figures for the worker that serves it.
-    update_memory(clf.engine.device if clf is not None and clf.engine is not None else None, force=True)
+def exposition(gpu_device=None) -> bytes:
+    """The text format of every worker's samples (one process's, outside gunicorn)."""
+    update_memory(gpu_device, force=True)  # a scrape reads fresh figures for the worker serving it
     registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
-
-
-def init_app(app: Flask) -> None:
-    app.after_request(_record)
-    app.add_url_rule("/metrics", "metrics", metrics)
+    return generate_latest(registry)

@@ -16,17 +16,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from app.batching import Batcher, run_here
-from app.cache import NoCache, ResultCache, build_cache
 from app.config import Config
-from app.decode import decode_image
+from app.core.batching import Batcher, run_here
+from app.core.cache import NoCache, ResultCache, build_cache
+from app.core.decode import decode_image
+from app.core.errors import NotReady, ServiceError
+from app.core.postprocess import activate, describe
 from app.engines import Engine, build_engine
-from app.errors import APIError
-from app.infer import cpu_threads
-from app.malloc import release_free_memory
-from app.metrics import MODEL_INFO, QUEUE_DEPTH, WARMUP_SECONDS, observe_batch
-from app.model import LoadedModel
-from app.postprocess import activate, describe
+from app.model.infer import cpu_threads
+from app.model.loading import LoadedModel
+from app.telemetry.metrics import MODEL_INFO, QUEUE_DEPTH, WARMUP_SECONDS, observe_batch
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ class RequestStats:
     decode_s: float = 0.0  # decode + preprocess, all images
     queue_s: float = 0.0  # the slowest image's wait for the model
     run_s: float = 0.0  # the forward pass its batch took
-    cache: str = ""  # hit | miss | bypass, for /model_predict (app.cache)
+    cache: str = ""  # hit | miss | bypass, for /model_predict (app.core.cache)
 
 
 class Classifier:
@@ -81,7 +80,6 @@ class Classifier:
             started = time.perf_counter()
             self.engine.warm_up(cfg.max_batch_size, self.model.preprocess.input_size)
             WARMUP_SECONDS.set(time.perf_counter() - started)
-            release_free_memory()
         MODEL_INFO.labels(self.info["version"], self.info["weights"]).set(1)  # which weights this worker serves
         self.offload = blocking_offload()
         self.cache = build_cache(cfg, self.model, self.engine)
@@ -116,9 +114,9 @@ class Classifier:
 
     def admit(self) -> None:
         """Refuse a prediction before its body is read: the model isn't started, or the queue is
-        full. Every front door (/model_predict, OIP over HTTP and gRPC) asks this first."""
+        full. app.core.guard asks this for every door, before the request is read."""
         if not self.ready:
-            raise APIError(503, "not_ready", "the model is still loading; retry shortly", {"Retry-After": "5"})
+            raise NotReady()
         self.batcher.check_capacity()
 
     def prepare(self, data: bytes) -> tuple[torch.Tensor, str]:
@@ -133,9 +131,9 @@ class Classifier:
         answer with holes in it would be easy to misread as a full one."""
         try:
             return self.offload(self.prepare, blobs[index])
-        except APIError as exc:
+        except ServiceError as exc:
             if len(blobs) > 1:
-                exc.message = f"image {index + 1} of {len(blobs)}: {exc.message}"
+                raise exc.within(f"image {index + 1} of {len(blobs)}") from None
             raise
 
     def _run_batch(self, tensors: list[torch.Tensor]) -> list[np.ndarray]:

@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 
 from app.config import Config, ConfigError
-from app.infer import optimize
-from app.preprocess import Preprocess, build_preprocess
-from app.weights import build_network, load_weights
+from app.core.preprocess import Preprocess, build_preprocess
+from app.model.infer import optimize
+from app.model.weights import build_network, load_weights
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import warnings
 import torch
 
 from app.config import Config
-from app.gpus import list_gpus
+from app.model.gpus import list_gpus
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Model weights: torchvision's published weights (cached under weights/) and user checkpoints.
 
-    python -m app.weights fetch resnet50     # download ImageNet weights ahead of time
+    python -m app.model.weights fetch resnet50     # download ImageNet weights ahead of time
 
 The download goes through torchvision's weights API (`Weights.get_state_dict`), which checks
 the file's hash; `TORCH_HOME` is pointed at `weights/` so the cache lives with the project.
@@ -18,8 +18,8 @@ from urllib.error import URLError
 import torch
 from torchvision.models import WeightsEnum, get_model, get_model_weights
 
-from app import checkpoints
 from app.config import ARCHS, Config, ConfigError
+from app.model import checkpoints
 
 
 @dataclass
@@ -51,7 +51,7 @@ def fetch_imagenet(arch: str, weights_dir: str, download: bool = True) -> dict:
     if not path.exists() and not download:
         raise ConfigError(
             f"ImageNet weights for {arch} are not cached at {path}; "
-            f"run `python -m app.weights fetch {arch}` on a machine with internet access"
+            f"run `python -m app.model.weights fetch {arch}` on a machine with internet access"
         )
     os.environ["TORCH_HOME"] = weights_dir  # torch.hub resolves its cache from this
     try:
@@ -59,7 +59,7 @@ def fetch_imagenet(arch: str, weights_dir: str, download: bool = True) -> dict:
     except URLError as exc:  # no network, DNS, proxy: urllib's 40-line traceback says only that
         raise ConfigError(
             f"downloading ImageNet weights for {arch} from {weights.url} failed ({exc.reason}); "
-            f"run `python -m app.weights fetch {arch}` on a connected machine and copy weights/ here, "
+            f"run `python -m app.model.weights fetch {arch}` on a connected machine and copy weights/ here, "
             "or set MODEL_WEIGHTS=random to try the server, or MODEL_WEIGHTS=<checkpoint path>"
         ) from None
 
@@ -129,7 +129,7 @@ def build_network(cfg: Config, loaded: LoadedWeights) -> torch.nn.Module:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m app.weights", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m app.model.weights", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     fetch = sub.add_parser("fetch", help="download torchvision's ImageNet weights into weights/")
     fetch.add_argument("arch", choices=ARCHS)

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 from torchvision.models import WeightsEnum
+from torchvision.transforms.functional import pil_modes_mapping
 
 from app.config import Config
 
@@ -46,17 +47,43 @@ class Preprocess:
         return (batch.float() - mean) / std
 
 
+@dataclass(frozen=True)
+class ShortSideCrop:
+    """torchvision's Resize(resize) + CenterCrop(crop) on a PIL image, computing only the
+    pixels the crop keeps.
+
+    Resizing the whole image first costs what the *resized* image costs, which the pixel
+    limit does not bound: a 1,000,000 x 64 PNG (64 MP) becomes 4,000,000 x 256 before the
+    crop, 3 GB of RGB. Pillow's `resize(box=...)` resamples just the source region that
+    maps onto the crop, with the same filter taps (pixels outside the box still feed the
+    edge taps), so the cost is that of a crop x crop output whatever the aspect ratio.
+    """
+
+    resize: int
+    crop: int
+    resample: int = Image.Resampling.BILINEAR
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        w, h = image.size
+        # torchvision's output size for an int: the short side to `resize`, the long one in ratio.
+        new_w, new_h = (self.resize, int(self.resize * h / w)) if w <= h else (int(self.resize * w / h), self.resize)
+        left, top = int(round((new_w - self.crop) / 2.0)), int(round((new_h - self.crop) / 2.0))
+        sx, sy = w / new_w, h / new_h
+        box = (left * sx, top * sy, (left + self.crop) * sx, (top + self.crop) * sy)
+        return image.resize((self.crop, self.crop), self.resample, box=box)
+
+
 def build_preprocess(cfg: Config, tv_weights: WeightsEnum | None = None) -> Preprocess:
     if tv_weights is not None:
         preset = tv_weights.transforms()
         resize, crop = int(preset.resize_size[0]), int(preset.crop_size[0])
-        steps = T.Compose([T.Resize(resize, interpolation=preset.interpolation, antialias=True), T.CenterCrop(crop)])
+        steps = ShortSideCrop(resize, crop, pil_modes_mapping[preset.interpolation])
         return Preprocess(steps, tuple(preset.mean), tuple(preset.std), resize, crop, f"torchvision preset {preset!r}")
     if cfg.resize_mode == "squash":
         steps = T.Resize((cfg.crop_size, cfg.crop_size), antialias=True)
         min_size = cfg.crop_size
     else:
-        steps = T.Compose([T.Resize(cfg.resize_size, antialias=True), T.CenterCrop(cfg.crop_size)])
+        steps = ShortSideCrop(cfg.resize_size, cfg.crop_size)
         min_size = cfg.resize_size
     description = f"{cfg.resize_mode} {cfg.resize_size}/{cfg.crop_size}"
     return Preprocess(steps, cfg.mean, cfg.std, min_size, cfg.crop_size, description)

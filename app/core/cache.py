@@ -7,7 +7,7 @@ and checked against this model's labels before use; anything else is ignored and
 The key is the image's sha256 under a namespace that hashes every setting that changes an
 answer (the weights' version included), so a changed model or setting never reads old answers;
 CACHE_TTL_S expires them. Redis trouble never fails a request: short timeouts, no retries of a
-timeout, and a breaker (app.breaker) that stops asking a dead Redis for CACHE_RETRY_S. Writes
+timeout, and a breaker (app.core.breaker) that stops asking a dead Redis for CACHE_RETRY_S. Writes
 go through a per-worker thread after the answer, so a miss isn't slowed by the write.
 """
 
@@ -23,12 +23,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from app.breaker import Breaker
 from app.config import Config, redact
+from app.core.breaker import Breaker
+from app.core.postprocess import valid_answer
 from app.engines import Engine
-from app.metrics import CACHE_ERRORS, CACHE_LOOKUPS
-from app.model import LoadedModel
-from app.postprocess import valid_answer
+from app.model.loading import LoadedModel
+from app.telemetry.metrics import CACHE_ERRORS, CACHE_LOOKUPS
 
 logger = logging.getLogger(__name__)
 HIT, MISS, BYPASS = "hit", "miss", "bypass"

@@ -1,7 +1,7 @@
 """Open Inference Protocol wire codecs, shared by the HTTP and gRPC front doors.
 
 Both transports turn their message into one `InferRequest` and an `InferResponse` back into
-their message; what the request means is decided once, in `app.protocols.oip`.
+their message; what the request means is decided once, in `app.oip.dataplane`.
 
 - HTTP: a JSON body, or the binary tensor extension (`Inference-Header-Content-Length`: that
   many bytes of JSON, then each binary input's bytes in order, sized by `binary_data_size`).
@@ -17,11 +17,14 @@ import base64
 import binascii
 import json
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from app.errors import APIError
+from app.core.errors import invalid
+from app.core.safejson import load_json
+from app.oip.schema import InferenceRequest, RequestInput, validate
 
 
 @dataclass
@@ -47,8 +50,7 @@ class InferRequest:
     binary_output: bool = False  # request parameter binary_data_output
 
 
-def bad(message: str) -> APIError:
-    return APIError(400, "invalid_request", message)
+bad = invalid  # every codec refusal is the protocol's 400 / INVALID_ARGUMENT
 
 
 def split_bytes(raw: bytes, where: str) -> list[bytes]:
@@ -87,23 +89,26 @@ def raw_output(tensor: Tensor) -> bytes:
 # --- HTTP --------------------------------------------------------------------------------------
 
 
-def _param(params: object, key: str, default=None):
-    return params.get(key, default) if isinstance(params, dict) else default
+def _leaves(data: list) -> Iterator:
+    """The elements of JSON `data`, flat in row-major order, however the client nested them
+    (the protocol allows both); depth is already bounded by app.core.safejson."""
+    for item in data:
+        if isinstance(item, list):
+            yield from _leaves(item)
+        else:
+            yield item
 
 
-def _json_input(item: dict, binary: memoryview, at: int) -> tuple[Tensor, int]:
-    name, datatype, shape = item.get("name"), item.get("datatype"), item.get("shape")
-    if not isinstance(name, str) or not isinstance(datatype, str) or not isinstance(shape, list):
-        raise bad("each input needs 'name', 'datatype' and 'shape'")
-    size = _param(item.get("parameters"), "binary_data_size")
+def _json_input(item: RequestInput, binary: memoryview, at: int) -> tuple[Tensor, int]:
+    name, datatype, shape = item.name, item.datatype, item.shape
+    size = item.parameters.binary_data_size
     if size is not None:
-        if not isinstance(size, int) or size < 0 or at + size > len(binary):
+        if at + size > len(binary):
             raise bad(f"input {name!r}: binary_data_size {size} overruns the {len(binary) - at} binary bytes left")
         return raw_tensor(name, datatype, shape, bytes(binary[at : at + size])), at + size
-    data = item.get("data")
-    if not isinstance(data, list):
+    if item.data is None:
         raise bad(f"input {name!r} has neither 'data' nor a binary_data_size parameter")
-    flat = list(np.ravel(np.array(data, dtype=object))) if data else []
+    flat = list(_leaves(item.data))
     if datatype == "BYTES":
         try:
             return Tensor(name, datatype, shape, [base64.b64decode(x, validate=True) for x in flat]), at
@@ -117,34 +122,27 @@ def _json_input(item: dict, binary: memoryview, at: int) -> tuple[Tensor, int]:
     raise bad(f"input {name!r} has datatype {datatype}; send BYTES (encoded images) or UINT8 (one file)")
 
 
+def _request(head: InferenceRequest, inputs: list[Tensor]) -> InferRequest:
+    outputs = [Requested(o.name, o.parameters.classification, o.parameters.binary_data) for o in head.outputs]
+    return InferRequest(head.id, inputs, outputs, head.parameters.binary_data_output)
+
+
 def parse_http(body: bytes, header_length: str | None) -> InferRequest:
     """An HTTP infer body, JSON or with the binary tensor extension."""
-    try:
-        split = len(body) if header_length is None else int(header_length)
-    except ValueError:
-        raise bad("Inference-Header-Content-Length is not a number") from None
-    if not 0 <= split <= len(body):
+    if header_length is None:
+        split = len(body)
+    elif header_length.isdigit() and len(header_length) <= 10:  # isdigit: no sign, spaces or "_"
+        split = int(header_length)
+    else:
+        raise bad("Inference-Header-Content-Length is not a byte count")
+    if split > len(body):
         raise bad(f"Inference-Header-Content-Length {split} exceeds the body ({len(body)} bytes)")
-    try:
-        head = json.loads(body[:split])
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise bad(f"the inference header is not JSON: {exc}") from None
-    if not isinstance(head, dict) or not isinstance(head.get("inputs"), list):
-        raise bad("the inference request needs an 'inputs' list")
+    head = validate(load_json(body[:split], "invalid_request", "the inference header"))
     binary, at, inputs = memoryview(body)[split:], 0, []
-    for item in head["inputs"]:
-        if not isinstance(item, dict):
-            raise bad("each input must be an object")
+    for item in head.inputs:
         tensor, at = _json_input(item, binary, at)
         inputs.append(tensor)
-    outputs = []
-    for item in head.get("outputs") or []:
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise bad("each requested output needs a 'name'")
-        params = item.get("parameters")
-        outputs.append(Requested(item["name"], _param(params, "classification", 0), _param(params, "binary_data")))
-    binary_output = bool(_param(head.get("parameters"), "binary_data_output", False))
-    return InferRequest(str(head.get("id", "")), inputs, outputs, binary_output)
+    return _request(head, inputs)
 
 
 def encode_http(request: InferRequest, model: str, version: str, outputs: list[Tensor]) -> tuple[bytes, int | None]:
@@ -173,33 +171,46 @@ def encode_http(request: InferRequest, model: str, version: str, outputs: list[T
 # --- gRPC --------------------------------------------------------------------------------------
 
 
-def _grpc_param(params, key: str, default=None):
-    if key not in params:
-        return default
-    value = params[key]
-    return getattr(value, value.WhichOneof("parameter_choice") or "bool_param")
+def _grpc_params(params) -> dict:
+    """A protobuf parameter map as plain values, for the schema to check."""
+    return {key: getattr(value, value.WhichOneof("parameter_choice") or "bool_param") for key, value in params.items()}
 
 
 def parse_grpc(msg) -> InferRequest:
     """A ModelInferRequest: raw_input_contents (one per input, in order) or typed contents."""
+    head = validate(
+        {
+            "id": msg.id,
+            "parameters": _grpc_params(msg.parameters),
+            "inputs": [
+                {
+                    "name": t.name,
+                    "datatype": t.datatype,
+                    "shape": list(t.shape),
+                    "parameters": _grpc_params(t.parameters),
+                }
+                for t in msg.inputs
+            ],
+            "outputs": [{"name": o.name, "parameters": _grpc_params(o.parameters)} for o in msg.outputs],
+        }
+    )
     if msg.raw_input_contents and len(msg.raw_input_contents) != len(msg.inputs):
         raise bad(f"{len(msg.raw_input_contents)} raw_input_contents for {len(msg.inputs)} inputs")
     inputs = []
-    for i, item in enumerate(msg.inputs):
-        shape = list(item.shape)
+    for i, (item, checked) in enumerate(zip(msg.inputs, head.inputs, strict=True)):
+        name, datatype, shape = checked.name, checked.datatype, checked.shape
         if msg.raw_input_contents:
-            inputs.append(raw_tensor(item.name, item.datatype, shape, msg.raw_input_contents[i]))
-        elif item.datatype == "BYTES":
-            inputs.append(Tensor(item.name, item.datatype, shape, list(item.contents.bytes_contents)))
-        elif item.datatype == "UINT8":
+            inputs.append(raw_tensor(name, datatype, shape, msg.raw_input_contents[i]))
+        elif datatype == "BYTES":
+            inputs.append(Tensor(name, datatype, shape, list(item.contents.bytes_contents)))
+        elif datatype == "UINT8":
             contents = np.array(item.contents.uint_contents, dtype=np.int64)
             if contents.size and (contents.min() < 0 or contents.max() > 255):
-                raise bad(f"input {item.name!r}: UINT8 contents must be 0-255")
-            inputs.append(Tensor(item.name, item.datatype, shape, contents.astype(np.uint8)))
+                raise bad(f"input {name!r}: UINT8 contents must be 0-255")
+            inputs.append(Tensor(name, datatype, shape, contents.astype(np.uint8)))
         else:
-            inputs.append(raw_tensor(item.name, item.datatype, shape, b""))  # refuses the datatype
-    outputs = [Requested(o.name, int(_grpc_param(o.parameters, "classification", 0))) for o in msg.outputs]
-    return InferRequest(msg.id, inputs, outputs)
+            inputs.append(raw_tensor(name, datatype, shape, b""))  # refuses the datatype
+    return _request(head, inputs)
 
 
 def encode_grpc(response, request: InferRequest, model: str, version: str, outputs: list[Tensor]):

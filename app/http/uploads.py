@@ -12,7 +12,8 @@ import io
 
 from flask import Request
 
-from app.errors import APIError
+from app.core.errors import InvalidInput, TooLarge, UnsupportedMedia
+from app.core.safejson import load_json
 
 FIELD = "image"
 
@@ -32,12 +33,11 @@ def read_images(request: Request, max_images: int) -> tuple[list[bytes], bool]:
     elif mimetype.startswith("image/") or mimetype == "application/octet-stream":
         blobs, many = [request.get_data(cache=False)], False
     elif not mimetype and not request.content_length:
-        raise APIError(400, "no_image", _HOW)
+        raise InvalidInput("no_image", _HOW)
     else:
-        raise APIError(415, "unsupported_media_type", f"Content-Type {mimetype!r} is not supported; {_HOW}")
+        raise UnsupportedMedia("unsupported_media_type", f"Content-Type {mimetype!r} is not supported; {_HOW}")
     if len(blobs) > max_images:
-        raise APIError(
-            413,
+        raise TooLarge(
             "too_many_images",
             f"{len(blobs)} images in one request; the limit is {max_images} (MAX_IMAGES_PER_REQUEST)",
         )
@@ -55,27 +55,27 @@ def _from_multipart(request: Request) -> tuple[list[bytes], bool]:
     if not files:
         got = sorted(set(request.files) | set(request.form))
         hint = f" (got fields: {', '.join(got)})" if got else ""
-        raise APIError(400, "no_image", f"no file field 'image' in the form{hint}; {_HOW}")
+        raise InvalidInput("no_image", f"no file field 'image' in the form{hint}; {_HOW}")
     return [f.read() for f in files], len(files) > 1
 
 
 def _from_json(request: Request) -> tuple[list[bytes], bool]:
-    body = request.get_json(silent=True)
+    body = load_json(request.get_data(cache=False), "invalid_json")
     if not isinstance(body, dict):
-        raise APIError(400, "invalid_json", "the body is not a JSON object; " + _HOW)
+        raise InvalidInput("invalid_json", "the body is not a JSON object; " + _HOW)
     if isinstance(body.get("images"), list) and body["images"]:
         return [_b64(item, f"images[{i}]") for i, item in enumerate(body["images"])], True
     if "image" in body:
         return [_b64(body["image"], "image")], False
-    raise APIError(400, "no_image", "the JSON has no 'image' (base64 string) or 'images' (list)")
+    raise InvalidInput("no_image", "the JSON has no 'image' (base64 string) or 'images' (list)")
 
 
 def _b64(value, where: str) -> bytes:
     if not isinstance(value, str):
-        raise APIError(400, "invalid_base64", f"{where} must be a base64 string")
+        raise InvalidInput("invalid_base64", f"{where} must be a base64 string")
     if value.startswith("data:") and "," in value:  # data URI: data:image/png;base64,....
         value = value.split(",", 1)[1]
     try:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise APIError(400, "invalid_base64", f"{where} is not valid base64") from None
+        raise InvalidInput("invalid_base64", f"{where} is not valid base64") from None

@@ -21,25 +21,13 @@ from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
-from app.errors import APIError
+from app.core.errors import DeadlineExceeded, Overloaded
 
 QUEUED, RUNNING, DONE, CANCELLED = "queued", "running", "done", "cancelled"
 
 
 def run_here(fn: Callable, *args):
     return fn(*args)
-
-
-class Overloaded(APIError):
-    def __init__(self, retry_after: int = 1):
-        super().__init__(
-            503, "overloaded", "the server is at capacity (MAX_QUEUE); retry shortly", {"Retry-After": str(retry_after)}
-        )
-
-
-class DeadlineExceeded(APIError):
-    def __init__(self, seconds: float):
-        super().__init__(504, "deadline_exceeded", f"no result within REQUEST_TIMEOUT_S={seconds:g} s")
 
 
 class Done(NamedTuple):

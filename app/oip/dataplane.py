@@ -1,6 +1,6 @@
 """What an Open Inference Protocol request means for this model, whichever transport brought it.
 
-The model's version is its weights' (`app.weights`: a checkpoint's sha256, 12 hex digits).
+The model's version is its weights' (`app.model.weights`: a checkpoint's sha256, 12 hex digits).
 One input, `image`: BYTES `[-1, 1]` (or `[-1]`), each element an encoded JPEG/PNG/WebP file,
 decoded by the same decode stage as /model_predict; or UINT8 `[-1]` holding one file (the
 DALI-style form). One output, `scores`: FP32 `[-1, C]` after the configured activation, or,
@@ -11,12 +11,14 @@ deadline as /model_predict, so every protocol shares one pool of model workers.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-from app.errors import APIError
-from app.postprocess import activate, top_k
-from app.protocols.codec import InferRequest, Tensor, bad
-from app.service import Classifier, RequestStats
+from app.core.errors import NotFound, TooLarge
+from app.core.postprocess import activate, top_k
+from app.core.service import Classifier, RequestStats
+from app.oip.codec import InferRequest, Tensor, bad
 
 INPUT, OUTPUT = "image", "scores"
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
@@ -30,11 +32,9 @@ class OIP:
 
     def check_model(self, name: str, version: str = "") -> None:
         if name != self.name:
-            raise APIError(404, "unknown_model", f"unknown model {name!r}; this server serves {self.name!r}")
+            raise NotFound("unknown_model", f"unknown model {name!r}; this server serves {self.name!r}")
         if version not in ("", self.version):
-            raise APIError(
-                404, "unknown_version", f"model {name!r} has no version {version!r}; it has {self.version!r}"
-            )
+            raise NotFound("unknown_version", f"model {name!r} has no version {version!r}; it has {self.version!r}")
 
     def server_metadata(self) -> dict:
         return {"name": "classifier", "version": "1", "extensions": EXTENSIONS}
@@ -71,7 +71,7 @@ class OIP:
         tensor = request.inputs[0]
         shape, count = tensor.shape, len(tensor.data)
         if tensor.datatype == "UINT8":
-            if not (len(shape) == 1 or (len(shape) == 2 and shape[0] == 1)) or int(np.prod(shape)) != count:
+            if not (len(shape) == 1 or (len(shape) == 2 and shape[0] == 1)) or math.prod(shape) != count:
                 raise bad(f"a UINT8 {INPUT!r} holds one file: shape [{count}], got {shape}")
             blobs = [tensor.data.tobytes()]
         else:
@@ -79,8 +79,10 @@ class OIP:
                 raise bad(f"{INPUT!r} has shape {shape} but {count} elements; send shape [{count}, 1]")
             blobs = list(tensor.data)
         limit = self.clf.cfg.max_images_per_request
-        if not blobs or len(blobs) > limit:
-            raise bad(f"a request holds 1 to {limit} images (max_batch_size); got {len(blobs)}")
+        if not blobs:
+            raise bad(f"a request holds 1 to {limit} images (max_batch_size); got none")
+        if len(blobs) > limit:
+            raise TooLarge("too_many_images", f"a request holds 1 to {limit} images (max_batch_size); got {len(blobs)}")
         return blobs
 
     def infer(self, request: InferRequest, stats: RequestStats) -> list[Tensor]:
@@ -89,8 +91,6 @@ class OIP:
         for out in wanted:
             if out.name != OUTPUT:
                 raise bad(f"unknown output {out.name!r}; this model has {OUTPUT!r}")
-            if not isinstance(out.classification, int) or out.classification < 0:
-                raise bad(f"classification must be a whole number of classes, got {out.classification!r}")
         logits = self.clf.logits(blobs, stats)
         rows = [activate(row, self.clf.cfg.activation_fn) for row in logits]
         outputs = []

@@ -14,7 +14,7 @@ import struct
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.errors import APIError
+from app.core.errors import InvalidInput, TooLarge
 
 # What Pillow's format plugins raise on malformed files, found by tests/test_fuzz.py: the
 # header parsers index, unpack and divide by whatever the file says.
@@ -29,12 +29,11 @@ Image.MAX_IMAGE_PIXELS = None
 def decode_image(data: bytes, max_pixels: int, min_size: int = 0) -> Image.Image:
     """Decode `data`; `min_size` > 0 lets JPEG decoding shrink until the shorter side nears it."""
     if not data:
-        raise APIError(400, "empty_image", "the image is empty (0 bytes)")
+        raise InvalidInput("empty_image", "the image is empty (0 bytes)")
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise APIError(
-            400,
+        raise InvalidInput(
             "not_an_image",
             "the upload is not an image format we can read (send JPEG, PNG, WebP, GIF, BMP or TIFF)",
         ) from None
@@ -52,8 +51,8 @@ def decode_image(data: bytes, max_pixels: int, min_size: int = 0) -> Image.Image
         raise _corrupt(exc) from None
 
 
-def _corrupt(exc: Exception) -> APIError:
-    return APIError(400, "corrupt_image", f"the image is corrupt or truncated: {exc}")
+def _corrupt(exc: Exception) -> InvalidInput:
+    return InvalidInput("corrupt_image", f"the image is corrupt or truncated: {exc}")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -74,9 +73,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _too_many_pixels(image: Image.Image, max_pixels: int) -> APIError:
-    return APIError(
-        413,
+def _too_many_pixels(image: Image.Image, max_pixels: int) -> TooLarge:
+    return TooLarge(
         "too_many_pixels",
         f"the image {image.width}x{image.height} exceeds the limit of {max_pixels} pixels "
         "(MAX_IMAGE_PIXELS); downscale it before upload",

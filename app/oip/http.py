@@ -1,26 +1,25 @@
-"""Open Inference Protocol over HTTP: /v2 routes in the Flask app, behind nginx on :8999.
+"""Open Inference Protocol over HTTP: the /v2 routes, behind nginx on :8999.
 
-Errors on these routes take the protocol's shape, `{"error": "..."}` with a 4xx/5xx status
-(plus `X-Request-ID` like every response), not /model_predict's.
+A thin adapter: app.http.hooks has already started the call and checked the key for each
+route's operation; predictions run inside the gate's `serving` context like every door's.
+Errors take the protocol's shape, `{"error": "..."}`, through app.http.errors' one table.
 """
 
 from __future__ import annotations
 
-import logging
-
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
-from werkzeug.exceptions import HTTPException
 
-from app.errors import APIError, request_id
-from app.metrics import IN_FLIGHT
-from app.protocols.codec import encode_http, parse_http
-from app.protocols.oip import OIP
-from app.service import RequestStats
+from app.core.errors import NotReady
+from app.core.guard import Operation
+from app.http import errors
+from app.http.hooks import gate, operation
+from app.oip.codec import encode_http, parse_http
+from app.oip.dataplane import OIP
 
-logger = logging.getLogger(__name__)
 bp = Blueprint("oip", __name__, url_prefix="/v2")
 MODEL = "/models/<name>"
 VERSIONED = "/models/<name>/versions/<version>"
+errors.register(bp, errors.oip_shape)  # once: a blueprint takes no handlers after its first app
 
 
 def oip() -> OIP:
@@ -28,24 +27,28 @@ def oip() -> OIP:
 
 
 @bp.get("")
+@operation(Operation.DESCRIBE)
 def server_metadata():
     return jsonify(oip().server_metadata())
 
 
 @bp.get("/health/live")
+@operation(Operation.PROBE)
 def live():
     return jsonify({"live": True})
 
 
 @bp.get("/health/ready")
+@operation(Operation.PROBE)
 def ready():
     if not oip().clf.ready:
-        raise APIError(503, "not_ready", "the model is loading or warming up")
+        raise NotReady()
     return jsonify({"ready": True})
 
 
 @bp.get(MODEL)
 @bp.get(VERSIONED)
+@operation(Operation.DESCRIBE)
 def model_metadata(name: str, version: str = ""):
     oip().check_model(name, version)
     return jsonify(oip().model_metadata())
@@ -53,6 +56,7 @@ def model_metadata(name: str, version: str = ""):
 
 @bp.get(MODEL + "/ready")
 @bp.get(VERSIONED + "/ready")
+@operation(Operation.PROBE)
 def model_ready(name: str, version: str = ""):
     oip().check_model(name, version)
     return ready()
@@ -60,6 +64,7 @@ def model_ready(name: str, version: str = ""):
 
 @bp.get(MODEL + "/config")
 @bp.get(VERSIONED + "/config")
+@operation(Operation.DESCRIBE)
 def model_config(name: str, version: str = ""):
     oip().check_model(name, version)
     return jsonify(oip().model_config())
@@ -67,39 +72,19 @@ def model_config(name: str, version: str = ""):
 
 @bp.post(MODEL + "/infer")
 @bp.post(VERSIONED + "/infer")
+@operation(Operation.PREDICT)
 def infer(name: str, version: str = ""):
     api = oip()
     api.check_model(name, version)
-    api.clf.admit()  # shed load before reading the body
-    parsed = parse_http(request.get_data(cache=False), request.headers.get("Inference-Header-Content-Length"))
-    g.stats = RequestStats()
-    with IN_FLIGHT.track_inprogress():
-        outputs = api.infer(parsed, g.stats)
+    with gate().serving(g.call) as stats:  # admitted (or refused) before the body is read
+        parsed = parse_http(request.get_data(cache=False), request.headers.get("Inference-Header-Content-Length"))
+        outputs = api.infer(parsed, stats)
     body, header_length = encode_http(parsed, api.name, api.version, outputs)
     if header_length is None:
         return Response(body, mimetype="application/json")
     response = Response(body, mimetype="application/octet-stream")
     response.headers["Inference-Header-Content-Length"] = str(header_length)
     return response
-
-
-@bp.errorhandler(APIError)
-def _api_error(exc: APIError):
-    response = jsonify({"error": exc.message})
-    response.status_code = exc.status
-    response.headers.update(exc.headers)
-    return response
-
-
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException):
-    return _api_error(APIError(exc.code or 500, "http_error", exc.description or exc.name))
-
-
-@bp.errorhandler(Exception)
-def _unexpected(exc: Exception):
-    logger.exception("unhandled error in request %s", request_id())
-    return _api_error(APIError(500, "internal_error", f"internal server error; request id {request_id()}"))
 
 
 def init_app(app: Flask, api: OIP) -> None:

@@ -1,6 +1,6 @@
 """nginx's upstreams, rendered from the environment when nginx starts.
 
-    BACKENDS=10.0.0.11:10086,10.0.0.12:10086 python -m app.upstreams run/nginx/
+    BACKENDS=10.0.0.11:10086,10.0.0.12:10086 python -m app.runtime.upstreams run/nginx/
 
 writes `backends.conf` (the HTTP `classifier` upstream, from BACKENDS) and
 `grpc_backends.conf` (the `classifier_grpc` upstream, from GRPC_BACKENDS: each host's
@@ -54,13 +54,13 @@ def parse(text: str, variable: str = "BACKENDS") -> list[str]:
 
 
 def render(backends: list[str], variable: str = "BACKENDS") -> str:
-    lines = [f"# Rendered by app/upstreams.py from {variable}={','.join(backends)}\n"]
+    lines = [f"# Rendered by app/runtime/upstreams.py from {variable}={','.join(backends)}\n"]
     return "".join(lines + [f"server {b} {OPTIONS};\n" for b in backends])
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m app.upstreams OUTPUT_DIR", file=sys.stderr)
+        print("usage: python -m app.runtime.upstreams OUTPUT_DIR", file=sys.stderr)
         return 2
     try:
         texts = {name: render(parse(os.environ.get(var, "") or default, var), var) for var, default, name in UPSTREAMS}

@@ -7,7 +7,7 @@ EXITED with the expected boot-error code), this copies the one-line reason the a
 (`classifier: startup failed: ...`) to supervisord's stderr (supervisor.conf points this
 listener's stderr there).
 
-    [eventlistener:startup_errors] in supervisor.conf runs: python -m app.supervisor_events LOG
+    [eventlistener:startup_errors] in supervisor.conf runs: python -m app.runtime.supervisor_events LOG
 """
 
 from __future__ import annotations
