@@ -54,6 +54,11 @@ class Config:
     max_upload_bytes: int = 20 * 1024 * 1024  # keep equal to nginx.conf client_max_body_size
     max_image_pixels: int = 64_000_000  # decompression-bomb guard; a 12 MP photo passes
     max_images_per_request: int = 32
+    # Images one worker decodes at once; others wait their turn (they already hold a queue
+    # place). Decoding is CPU-bound, so more than the cores gains nothing, and each decode of
+    # the largest allowed image peaks at about 500 MB (README, "Memory"): this bounds a
+    # worker's decode memory at DECODE_CONCURRENCY x that. 0 = max(2, torch threads).
+    decode_concurrency: int = 0
     # When set, /model_predict and /metrics need `Authorization: Bearer <key>` or
     # `X-API-Key: <key>`; probes, the page and the spec stay open.
     api_key: str = field(default="", repr=False)
@@ -156,6 +161,8 @@ class Config:
             raise ConfigError("CACHE_TTL_S must be >= 1, CACHE_TIMEOUT_MS > 0 and CACHE_RETRY_S >= 0")
         if self.gil_switch_ms <= 0:
             raise ConfigError(f"GIL_SWITCH_MS={self.gil_switch_ms} must be > 0 (Python's default is 5)")
+        if self.decode_concurrency < 0:
+            raise ConfigError(f"DECODE_CONCURRENCY={self.decode_concurrency} must be >= 0 (0 = automatic)")
         if self.request_timeout_s <= 0 or min(self.max_batch_delay_ms, self.shed_delay_ms, self.torch_threads) < 0:
             raise ConfigError("REQUEST_TIMEOUT_S must be > 0; MAX_BATCH_DELAY_MS, SHED_DELAY_MS, TORCH_THREADS >= 0")
         return self

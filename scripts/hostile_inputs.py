@@ -41,12 +41,32 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
 
 
 @cache
+def blank_png(width: int, height: int, color_type: int = 0, bit_depth: int = 8) -> bytes:
+    """A small PNG of width x height zero pixels, written row by row (Pillow would need the
+    pixels in memory). color_type 0: gray, 2: RGB, 4: gray + alpha, 6: RGBA."""
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[color_type]
+    row, packer = b"\0" * (1 + width * channels * bit_depth // 8), zlib.compressobj(9)
+    data = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
+
+
 def png_bomb(side: int = 12_000) -> bytes:
     """A real decompression bomb: a ~140 KB grayscale PNG of side x side black pixels."""
-    row, packer = b"\0" * (side + 1), zlib.compressobj(9)
-    data = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
-    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", data) + _png_chunk(b"IEND", b"")
+    return blank_png(side, side)
+
+
+# The most expensive images the default limits allow (64 MP): an extreme aspect ratio each
+# way (the short-side resize once made 1,000,000 x 64 into 4,000,000 x 256), and the modes
+# whose conversion to RGB costs the most per pixel (alpha compositing, 16-bit scaling).
+WORST_ALLOWED = {
+    "1000000x64-gray": (1_000_000, 64, 0, 8),
+    "64000000x1-gray": (64_000_000, 1, 0, 8),
+    "1x64000000-gray": (1, 64_000_000, 0, 8),
+    "8000x8000-rgba": (8000, 8000, 6, 8),
+    "8000x8000-gray16": (8000, 8000, 0, 16),
+    "8000x8000-rgb": (8000, 8000, 2, 8),
+}
 
 
 def jpeg_claiming(width: int, height: int) -> bytes:

@@ -5,12 +5,12 @@ import zlib
 
 import numpy as np
 import pytest
-from app.core.errors import ServiceError
-from app.http.errors import STATUS
 from PIL import Image
 
 from app.core.decode import decode_image
+from app.core.errors import ServiceError
 from app.core.preprocess import build_preprocess
+from app.http.errors import STATUS
 from tests.conftest import encode, make_config, photo
 
 LIMIT = 64_000_000

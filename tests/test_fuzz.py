@@ -1,6 +1,7 @@
 """Fuzzing the decode and preprocess stages with random and mutated image bytes.
 
-Whatever the bytes, the outcome is a 224x224 input or the project's own 4xx error (a ServiceError of kind invalid input or too large):
+Whatever the bytes, the outcome is a 224x224 input or the project's own refusal (a ServiceError
+of kind invalid input or too large):
 never another exception, never a hang, never unbounded memory. Mutations start from valid
 files of every format we accept, so the fuzzer gets past the magic bytes into the decoders.
 FUZZ_EXAMPLES=8000 runs a longer campaign (about 30 s; 400 in the suite).
@@ -10,12 +11,12 @@ import os
 import resource
 
 import pytest
-from app.core.errors import Kind, ServiceError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.config import Config
 from app.core.decode import decode_image
+from app.core.errors import Kind, ServiceError
 from app.core.preprocess import build_preprocess
 from scripts.hostile_inputs import encode, photo
 

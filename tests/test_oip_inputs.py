@@ -8,10 +8,10 @@ import json
 import struct
 
 import pytest
-from app.core.errors import InvalidInput
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.core.errors import InvalidInput
 from app.oip.codec import join_bytes, split_bytes
 
 INFER = "/v2/models/classifier/infer"
@@ -49,7 +49,12 @@ JPEG = "jpeg"  # replaced by the real JPEG's base64 in the test
 BAD_JSON = [
     ("no inputs", {"outputs": []}, 400, "inputs: Field required"),
     ("input not an object", {"inputs": ["x"]}, 400, "inputs.0: Input should be a valid dictionary"),
-    ("no shape", {"inputs": [{"name": "image", "datatype": "BYTES", "data": []}]}, 400, "inputs.0.shape: Field required"),
+    (
+        "no shape",
+        {"inputs": [{"name": "image", "datatype": "BYTES", "data": []}]},
+        400,
+        "inputs.0.shape: Field required",
+    ),
     ("wrong input name", {"inputs": [image_input([JPEG], name="x")]}, 400, "one input, 'image'"),
     ("two inputs", {"inputs": [image_input([JPEG]), image_input([JPEG])]}, 400, "one input"),
     ("wrong datatype", {"inputs": [image_input([1.0], datatype="FP32")]}, 400, "datatype FP32"),

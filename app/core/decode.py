@@ -44,8 +44,9 @@ def decode_image(data: bytes, max_pixels: int, min_size: int = 0) -> Image.Image
     if min_size and image.format == "JPEG":
         image.draft("RGB", (min_size, min_size))
     try:
-        image = ImageOps.exif_transpose(image)  # also loads the pixels
         image.load()
+        # In place: otherwise it returns a copy even when there is nothing to turn.
+        ImageOps.exif_transpose(image, in_place=True)
         return to_rgb(image)
     except CORRUPT_FILE_ERRORS as exc:
         raise _corrupt(exc) from None
@@ -58,18 +59,25 @@ def _corrupt(exc: Exception) -> InvalidInput:
 def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
-        # Pillow's own I->RGB conversion clips at 255; scale the real range to 8 bits instead.
+    if image.mode.startswith("I;16"):
+        # Pillow's own I->RGB conversion clips at 255; scale the 16-bit range to 8 bits instead,
+        # in integers: floor(x * 255 / 65535) is floor(x / 257), without a float copy (a 64 MP
+        # image would take 256 MB for it).
+        image = Image.fromarray((np.asarray(image) // 257).astype(np.uint8))
+    elif image.mode in ("I", "F"):
         pixels = np.asarray(image, dtype=np.float32)
-        top = 65535.0 if image.mode.startswith("I;16") else max(float(pixels.max()), 1.0)
+        top = max(float(pixels.max()), 1.0)
         image = Image.fromarray((pixels * (255.0 / top)).clip(0, 255).astype(np.uint8))
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        # Transparent pixels are composited over white, as an image viewer shows them.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
+        # Transparent pixels are composited over white, as an image viewer shows them: pasted
+        # through their alpha onto a white RGB canvas, one RGB copy in all, where
+        # alpha_composite made three RGBA ones (1.2 GB for a 64 MP image).
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba)  # RGBA onto RGB: Pillow reads the alpha without a copy
+        return canvas
     return image.convert("RGB")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +63,7 @@ class Classifier:
         self.batcher: Batcher | None = None
         self.offload: Callable = run_here
         self.cache: ResultCache | NoCache = NoCache()
+        self._decode_slots = threading.BoundedSemaphore(max(2, cfg.torch_threads))  # replaced in start()
 
     @property
     def ready(self) -> bool:
@@ -82,6 +84,8 @@ class Classifier:
             WARMUP_SECONDS.set(time.perf_counter() - started)
         MODEL_INFO.labels(self.info["version"], self.info["weights"]).set(1)  # which weights this worker serves
         self.offload = blocking_offload()
+        # Made here, after gevent (if any) has patched threading: the wait must yield the hub.
+        self._decode_slots = threading.BoundedSemaphore(cfg.decode_concurrency or max(2, threads))
         self.cache = build_cache(cfg, self.model, self.engine)
         self.batcher = Batcher(
             self._run_batch,
@@ -130,7 +134,8 @@ class Classifier:
         """One part of a request. A bad part refuses the whole request, naming the part: an
         answer with holes in it would be easy to misread as a full one."""
         try:
-            return self.offload(self.prepare, blobs[index])
+            with self._decode_slots:  # bounds the decode memory of the whole worker
+                return self.offload(self.prepare, blobs[index])
         except ServiceError as exc:
             if len(blobs) > 1:
                 raise exc.within(f"image {index + 1} of {len(blobs)}") from None

@@ -53,7 +53,8 @@ _HOW = (
 def _from_multipart(request: Request) -> tuple[list[bytes], bool]:
     files = request.files.getlist(FIELD)
     if not files:
-        got = sorted(set(request.files) | set(request.form))
+        # A part with no name comes back keyed None; it is no field of ours either.
+        got = sorted({name for name in (*request.files, *request.form) if name})
         hint = f" (got fields: {', '.join(got)})" if got else ""
         raise InvalidInput("no_image", f"no file field 'image' in the form{hint}; {_HOW}")
     return [f.read() for f in files], len(files) > 1
