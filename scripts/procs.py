@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple
@@ -127,8 +128,12 @@ def render_nginx_conf(listen_port: int, backends: list[str], grpc: tuple[int, li
 def start_nginx(prefix: Path, backends: list[str], grpc=None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     (prefix / "logs").mkdir(parents=True, exist_ok=True)
-    (prefix / "tmp").mkdir(exist_ok=True)
-    (prefix / "nginx.conf").write_text(render_nginx_conf(port, backends, grpc))
+    # Bodies over client_body_buffer_size spill to temp files, which nginx's workers (nobody,
+    # when tests run as root) write: pytest's 0700 directories would keep them out (a 500).
+    spill = Path(tempfile.mkdtemp(prefix="nginx-tmp-"))
+    spill.chmod(0o755)
+    conf = render_nginx_conf(port, backends, grpc).replace("_temp_path tmp/", f"_temp_path {spill}/")
+    (prefix / "nginx.conf").write_text(conf)
     proc = spawn(
         ["nginx", "-e", "stderr", "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
         {},

@@ -168,7 +168,7 @@ def test_perf_analyzer_drives_both_protocols(oip_stack, protocol, jpeg_bytes, tm
 def test_metrics_count_each_protocol(oip_stack, image_files):
     triton("grpc", oip_stack["grpc"], "uint8", str(image_files["jpeg"]))
     text = requests.get(f"http://{oip_stack['http']}/metrics", timeout=10).text
-    assert 'endpoint="grpc:ModelInfer",status="200"' in text
+    assert 'endpoint="grpc:ModelInfer",status="OK"' in text
     assert 'endpoint="/v2/models/<name>/infer",status="200"' in text
 
 

@@ -1,0 +1,134 @@
+"""Every door as a client reaches it: one `send` per door, taking images or a raw body, and
+one check that an answer is a refusal in that door's own protocol shape.
+
+Shared by the hostile matrix (tests/test_doors.py), the API-key walk and the fuzzers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from dataclasses import dataclass
+
+import grpc
+import requests
+
+from app.oip.grpc_server import SERVICE, pb
+
+INFER = "/v2/models/classifier/infer"
+CLIENT_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.UNAUTHENTICATED,
+}
+
+
+@dataclass
+class Answer:
+    status: int | str  # HTTP status, or the gRPC code's name
+    body: object  # parsed JSON, the gRPC details string, or raw bytes that did not parse
+    headers: dict
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def framed(*items: bytes) -> bytes:
+    return b"".join(struct.pack("<I", len(item)) + item for item in items)
+
+
+def _http(method: str, url: str, **kwargs) -> Answer:
+    r = requests.request(method, url, timeout=60, **kwargs)
+    try:
+        body = r.json()
+    except ValueError:
+        body = r.content
+    return Answer(r.status_code, body, dict(r.headers))
+
+
+class Doors:
+    """The stack's doors: HTTP through nginx (`http`), gRPC through nginx (`grpc`)."""
+
+    def __init__(self, http: str, grpc_target: str, key: str | None):
+        self.http, self.key = http, key
+        self.channel = grpc.insecure_channel(grpc_target, options=[("grpc.max_send_message_length", 64 << 20)])
+
+    def headers(self, key: str | None = ...) -> dict:
+        key = self.key if key is ... else key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def metadata(self, key: str | None = ...) -> tuple:
+        key = self.key if key is ... else key
+        return (("authorization", f"Bearer {key}"),) if key else ()
+
+    # --- raw bodies, per door ---
+    def seed(self, key=..., **kwargs) -> Answer:
+        return _http(
+            "POST", self.http + "/model_predict", headers={**self.headers(key), **kwargs.pop("headers", {})}, **kwargs
+        )
+
+    def oip(self, body: bytes, header_length: int | str | None = None, key=..., path: str = INFER) -> Answer:
+        headers = {"Content-Type": "application/json", **self.headers(key)}
+        if header_length is not None:
+            headers["Inference-Header-Content-Length"] = str(header_length)
+        return _http("POST", self.http + path, data=body, headers=headers)
+
+    def rpc(self, method: str, raw: bytes, key=...) -> Answer:
+        call = self.channel.unary_unary(f"/{SERVICE}/{method}", request_serializer=None, response_deserializer=None)
+        try:
+            reply, info = call.with_call(raw, metadata=self.metadata(key), timeout=60)
+        except grpc.RpcError as exc:
+            return Answer(exc.code().name, exc.details(), dict(exc.initial_metadata() or ()))
+        return Answer("OK", reply, dict(info.initial_metadata()))
+
+    # --- images, per door ---
+    def send(self, door: str, blobs: list[bytes]) -> Answer:
+        if door == "seed-multipart":
+            return self.seed(files=[("image", (f"{i}.jpg", blob, "image/jpeg")) for i, blob in enumerate(blobs)])
+        if door == "seed-raw":
+            (blob,) = blobs
+            return self.seed(data=blob, headers={"Content-Type": "image/jpeg"})
+        if door == "seed-json":
+            return self.seed(json={"images": [b64(b) for b in blobs]})
+        tensor = {"name": "image", "datatype": "BYTES", "shape": [len(blobs), 1]}
+        if door == "oip-json":
+            return self.oip(json.dumps({"inputs": [{**tensor, "data": [b64(b) for b in blobs]}]}).encode())
+        if door == "oip-binary":
+            tail = framed(*blobs)
+            head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": len(tail)}}]}).encode()
+            return self.oip(head + tail, len(head))
+        if door == "grpc":
+            msg = pb.ModelInferRequest(model_name="classifier")
+            item = msg.inputs.add(name="image", datatype="BYTES")
+            item.shape.extend([len(blobs), 1])
+            msg.raw_input_contents.append(framed(*blobs))
+            return self.rpc("ModelInfer", msg.SerializeToString())
+        raise ValueError(door)
+
+
+DOORS = ["seed-multipart", "seed-raw", "seed-json", "oip-json", "oip-binary", "grpc"]
+BATCH_DOORS = [d for d in DOORS if d != "seed-raw"]
+
+
+def refused_in_shape(door: str, answer: Answer) -> None:
+    """A 4xx (or a client-error gRPC code) in the door's own error shape, never a 5xx."""
+    if door == "grpc":
+        assert answer.status in {c.name for c in CLIENT_CODES}, (answer.status, answer.body)
+        assert isinstance(answer.body, str) and answer.body and "Traceback" not in answer.body
+        return
+    assert 400 <= answer.status < 500, (answer.status, answer.body)
+    assert isinstance(answer.body, dict), answer.body
+    if door.startswith("oip"):
+        assert set(answer.body) == {"error"}, answer.body
+    else:
+        assert set(answer.body) == {"status", "error", "message", "request_id"}, answer.body
+        assert answer.body["request_id"] == answer.headers["X-Request-ID"]
+    assert "Traceback" not in json.dumps(answer.body)
+
+
+def ok_or_refused(door: str, answer: Answer) -> None:
+    if answer.status not in (200, "OK"):
+        refused_in_shape(door, answer)
