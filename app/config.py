@@ -53,6 +53,9 @@ class Config:
     # --- request limits ---
     max_upload_bytes: int = 20 * 1024 * 1024  # keep equal to nginx.conf client_max_body_size
     max_image_pixels: int = 64_000_000  # decompression-bomb guard; a 12 MP photo passes
+    # Longest side over shortest: panoramas and long screenshots pass; a 1 x 64,000,000 image,
+    # whose row pointers alone cost Pillow 512 MB per copy, does not.
+    max_aspect_ratio: float = 100.0
     max_images_per_request: int = 32
     # Images one worker decodes at once; others wait their turn (they already hold a queue
     # place). Decoding is CPU-bound, so more than the cores gains nothing, and each decode of
@@ -161,6 +164,8 @@ class Config:
             raise ConfigError("CACHE_TTL_S must be >= 1, CACHE_TIMEOUT_MS > 0 and CACHE_RETRY_S >= 0")
         if self.gil_switch_ms <= 0:
             raise ConfigError(f"GIL_SWITCH_MS={self.gil_switch_ms} must be > 0 (Python's default is 5)")
+        if self.max_aspect_ratio < 1:
+            raise ConfigError(f"MAX_ASPECT_RATIO={self.max_aspect_ratio:g} must be >= 1 (longest side / shortest)")
         if self.decode_concurrency < 0:
             raise ConfigError(f"DECODE_CONCURRENCY={self.decode_concurrency} must be >= 0 (0 = automatic)")
         if self.request_timeout_s <= 0 or min(self.max_batch_delay_ms, self.shed_delay_ms, self.torch_threads) < 0:

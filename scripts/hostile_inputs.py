@@ -56,16 +56,21 @@ def png_bomb(side: int = 12_000) -> bytes:
     return blank_png(side, side)
 
 
-# The most expensive images the default limits allow (64 MP): an extreme aspect ratio each
-# way (the short-side resize once made 1,000,000 x 64 into 4,000,000 x 256), and the modes
-# whose conversion to RGB costs the most per pixel (alpha compositing, 16-bit scaling).
+# The most expensive images the default limits allow (64 MP, aspect ratio 100): the most
+# extreme shape each way (the short-side resize once made 1,000,000 x 64 into 4,000,000 x
+# 256), and the modes whose conversion to RGB costs the most per pixel (alpha compositing,
+# 16-bit scaling). Past the limits: EXTREME, refused with 413 before any pixel is decoded.
 WORST_ALLOWED = {
-    "1000000x64-gray": (1_000_000, 64, 0, 8),
-    "64000000x1-gray": (64_000_000, 1, 0, 8),
-    "1x64000000-gray": (1, 64_000_000, 0, 8),
+    "80000x800-gray": (80_000, 800, 0, 8),
+    "800x80000-rgba": (800, 80_000, 6, 8),
     "8000x8000-rgba": (8000, 8000, 6, 8),
     "8000x8000-gray16": (8000, 8000, 0, 16),
     "8000x8000-rgb": (8000, 8000, 2, 8),
+}
+EXTREME = {
+    "1000000x64-gray": (1_000_000, 64, 0, 8),
+    "64000000x1-gray": (64_000_000, 1, 0, 8),
+    "1x64000000-gray": (1, 64_000_000, 0, 8),
 }
 
 

@@ -73,6 +73,7 @@ BAD_IMAGES = {
     "jpeg-claiming-65000x65000": (jpeg_claiming(65000, 65000), TOO_LARGE),
     "png-bomb-12000x12000": (png_bomb(), TOO_LARGE),
     "png-9000x9000": (blank_png(9000, 9000), TOO_LARGE),
+    "png-1000000x64": (blank_png(1_000_000, 64), TOO_LARGE),
 }
 IMAGE_CASES = [pytest.param(door, name, id=f"{door}-{name}") for name in BAD_IMAGES for door in DOORS]
 

@@ -26,7 +26,7 @@ CORRUPT_FILE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error)
 Image.MAX_IMAGE_PIXELS = None
 
 
-def decode_image(data: bytes, max_pixels: int, min_size: int = 0) -> Image.Image:
+def decode_image(data: bytes, max_pixels: int, min_size: int = 0, max_aspect: float = 100.0) -> Image.Image:
     """Decode `data`; `min_size` > 0 lets JPEG decoding shrink until the shorter side nears it."""
     if not data:
         raise InvalidInput("empty_image", "the image is empty (0 bytes)")
@@ -41,6 +41,14 @@ def decode_image(data: bytes, max_pixels: int, min_size: int = 0) -> Image.Image
         raise _corrupt(exc) from None
     if image.width * image.height > max_pixels:
         raise _too_many_pixels(image, max_pixels)
+    if max(image.size) > max_aspect * min(image.size):
+        # Pillow keeps a pointer per row, and each copy has its own: a 1 x 64,000,000 image
+        # (within the pixel limit) costs 512 MB of pointers per copy, +975 MiB in a worker.
+        raise TooLarge(
+            "extreme_aspect_ratio",
+            f"the image {image.width}x{image.height} is more than {max_aspect:g} times longer than it is wide "
+            "(MAX_ASPECT_RATIO); crop it before upload",
+        )
     if min_size and image.format == "JPEG":
         image.draft("RGB", (min_size, min_size))
     try:

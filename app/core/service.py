@@ -126,7 +126,10 @@ class Classifier:
     def prepare(self, data: bytes) -> tuple[torch.Tensor, str]:
         """Decode + preprocess one upload; also returns its decoded size as "WxH"."""
         image = decode_image(
-            data, self.cfg.max_image_pixels, self.model.preprocess.min_decode_size if self.cfg.jpeg_draft else 0
+            data,
+            self.cfg.max_image_pixels,
+            self.model.preprocess.min_decode_size if self.cfg.jpeg_draft else 0,
+            self.cfg.max_aspect_ratio,
         )
         return self.model.preprocess(image), f"{image.width}x{image.height}"
 
