@@ -25,6 +25,7 @@ from pathlib import Path
 
 import requests
 
+from scripts.loadgen import ab
 from scripts.procs import free_port, stack, start_redis, stop
 
 ROUNDS, SECONDS, CONCURRENCY = 3, 6, 8
@@ -62,7 +63,7 @@ def fresh_images(url: str, images, seconds: float = SECONDS) -> dict:
 
 
 def run(image: Path, tmp: Path, ab) -> dict:
-    """Medians of ROUNDS alternating runs; `ab(url, image, c, seconds, warm_first)` from bench."""
+    """Medians of ROUNDS alternating runs; `ab(url, image, c, seconds, warm_first)` from scripts.loadgen."""
     port = free_port()
     redis_proc = start_redis(tmp / "redis", port)
     base = {"MODEL_ARCH": "resnet18"}
@@ -112,8 +113,6 @@ def report(cache: dict) -> list[str]:
 
 
 if __name__ == "__main__":
-    from scripts.bench import ab
-
     result = run(Path(sys.argv[1]), Path(tempfile.mkdtemp(prefix="bench-cache-")), ab)
     print(json.dumps(result["samples"]))
     print("\n".join(report(result)))

@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from scripts.loadgen import ab
 from scripts.procs import ROOT, free_port, start_gunicorn, start_nginx, stop
 
 PERF_ANALYZER = ROOT / ".venv-clients" / "bin" / "perf_analyzer"
@@ -44,7 +45,7 @@ def perf_analyzer(protocol: str, url: str, data: Path) -> dict:
 
 
 def run(image: Path, tmp: Path, ab) -> dict:
-    """Medians of ROUNDS alternating runs; `ab(url, image, c, seconds, warm_first)` from bench."""
+    """Medians of ROUNDS alternating runs; `ab(url, image, c, seconds, warm_first)` from scripts.loadgen."""
     blob = image.read_bytes()
     data = tmp / "oip-input.json"  # a BYTES element: base64 of its 4-byte length + the file
     data.write_text(
@@ -92,8 +93,6 @@ def report(oip: dict) -> list[str]:
 
 
 if __name__ == "__main__":
-    from scripts.bench import ab
-
     result = run(Path(sys.argv[1]), Path(tempfile.mkdtemp(prefix="bench-oip-")), ab)
     print(json.dumps(result["samples"]))
     print("\n".join(report(result)))

@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from scripts.loadgen import ab
 from scripts.procs import ROOT, free_port, spawn, stack, stop, venv_bin, wait_ready
 
 LITSERVE = "litserve==0.2.19"
@@ -70,7 +71,7 @@ def running(proc: subprocess.Popen):
 
 
 def run(image: Path, tmp: Path, ab) -> dict:
-    """Medians of ROUNDS alternating runs; `ab(url, image, c, seconds, warm_first)` from bench."""
+    """Medians of ROUNDS alternating runs; `ab(url, image, c, seconds, warm_first)` from scripts.loadgen."""
     base = {"MODEL_ARCH": "resnet18"}
     lit, lit_url = start_litserve(tmp / "litserve.log")
     os.killpg(lit.pid, signal.SIGSTOP)
@@ -122,8 +123,6 @@ def report(peers: dict) -> list[str]:
 
 
 if __name__ == "__main__":
-    from scripts.bench import ab
-
     result = run(Path(sys.argv[1]), Path(tempfile.mkdtemp(prefix="bench-peers-")), ab)
     print(json.dumps(result["samples"]))
     print("\n".join(report(result)))
