@@ -23,7 +23,7 @@ from app.config import Config, ConfigError
 from app.core.breaker import Breaker
 from app.core.cache import KEY_PREFIX, answer_settings, namespace
 from app.core.postprocess import valid_answer
-from app.core.preprocess import build_preprocess
+from app.model.preprocess import build_preprocess
 from tests.conftest import assert_same_predictions, free_port, make_config, missing, start_redis, stop
 
 PASSWORD = "cache-test-secret-9f2"

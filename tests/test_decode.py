@@ -9,8 +9,8 @@ from PIL import Image
 
 from app.core.decode import decode_image
 from app.core.errors import ServiceError
-from app.core.preprocess import build_preprocess
 from app.http.errors import STATUS
+from app.model.preprocess import build_preprocess
 from tests.conftest import encode, make_config, photo
 
 LIMIT = 64_000_000
@@ -97,3 +97,20 @@ def test_draft_decoding_shrinks_big_jpegs_but_keeps_the_answer(imagenet_ckpt):
     assert min(fast.size) >= 256 and fast.size[0] < 4032 // 4
     diff = (preprocess.normalize(preprocess(fast)[None]) - preprocess.normalize(preprocess(full)[None])).abs()
     assert float(diff.mean()) < 0.02  # normalised units; pixel range spans about 4.5
+
+
+@pytest.mark.parametrize(
+    "size", [(600, 400), (400, 600), (257, 256), (480, 91), (5000, 60), (61, 3000), (224, 224), (1, 1)]
+)
+def test_crop_first_resize_equals_torchvision_resize_then_crop(size):
+    """ShortSideCrop computes only the crop's pixels; they must be torchvision's, within rounding."""
+    from torchvision import transforms as T
+
+    from app.model.preprocess import ShortSideCrop
+
+    image = photo(size, seed=sum(size))
+    ours = np.asarray(ShortSideCrop(256, 224)(image), dtype=np.int16)
+    reference = np.asarray(T.Compose([T.Resize(256, antialias=True), T.CenterCrop(224)])(image), dtype=np.int16)
+    assert ours.shape == reference.shape == (224, 224, 3)
+    diff = np.abs(ours - reference)
+    assert diff.max() <= 2 and (diff > 0).mean() < 0.05, (diff.max(), (diff > 0).mean())

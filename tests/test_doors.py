@@ -197,6 +197,7 @@ OIP_BINARY = {
     "header-length-negative": (_BODY, "-1"),
     "header-length-exponent": (_BODY, "1e3"),
     "header-length-20-digits": (_BODY, "9" * 20),
+    "header-length-superscript": (_BODY, "\u00b2"),  # a digit to str.isdigit(), not to int()
     "header-cut-short": (_BODY, _SPLIT - 3),
     "header-length-zero": (_BODY, 0),
     "binary-cut-short": (_BODY[:-10], _SPLIT),

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from app.config import Config
 from app.core.decode import decode_image
 from app.core.errors import Kind, ServiceError
-from app.core.preprocess import build_preprocess
+from app.model.preprocess import build_preprocess
 from scripts.hostile_inputs import encode, photo
 
 CFG = Config(model_weights="random").validated()

@@ -181,3 +181,17 @@ def test_bytes_framing_never_reads_past_the_end(raw):
         pass
     else:
         assert join_bytes(items) == raw
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/v2/nope"), ("DELETE", "/v2/models/classifier"), ("GET", "/v2/")]
+)
+def test_unrouted_v2_paths_answer_in_the_protocols_shape(client, method, path):
+    r = client.open(path, method=method)
+    assert r.status_code in (404, 405) and set(r.get_json()) == {"error"}, r.data
+
+
+def test_a_header_length_that_only_isdigit_accepts(post, jpeg_bytes):
+    body, _ = one_binary_image(jpeg_bytes)
+    r = post(raw=body, headers={"Inference-Header-Content-Length": "\u00b2"})
+    assert r.status_code == 400 and set(r.get_json()) == {"error"}

@@ -3,7 +3,7 @@
 Each error has a `kind` (what sort of refusal), a stable `code` (a machine-readable name,
 the seed API's "error" field) and a message that says what to do. The edges map kinds to
 their protocol in one table each: `app.http.errors` (HTTP statuses, for the seed API and OIP
-over HTTP) and `app.oip.grpc` (gRPC status codes). KServe's split, `kserve/errors.py` plus
+over HTTP) and `app.oip.grpc_server` (gRPC status codes). KServe's split, `kserve/errors.py` plus
 its REST and gRPC handlers, is the model.
 """
 

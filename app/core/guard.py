@@ -62,12 +62,14 @@ class Call:
     stats: object | None = None  # the prediction's RequestStats, once `serving` began
 
 
-_in_flight: dict[str, float] = {}  # request id -> start, for gunicorn's worker_abort log
+# Each call's request id and start, for gunicorn's worker_abort log. Keyed by the call, not
+# the id: clients choose ids, and two requests may share one.
+_in_flight: dict[int, tuple[str, float]] = {}
 
 
 def in_flight() -> str:
     now = time.monotonic()
-    return ", ".join(f"{rid} ({now - t0:.1f}s)" for rid, t0 in list(_in_flight.items()))
+    return ", ".join(f"{rid} ({now - t0:.1f}s)" for rid, t0 in list(_in_flight.values()))
 
 
 class Gate:
@@ -93,12 +95,12 @@ class Gate:
         clf = self.classifier
         clf.admit()
         call.stats = RequestStats()
-        _in_flight[call.request_id] = time.monotonic()
+        _in_flight[id(call)] = (call.request_id, time.monotonic())
         try:
             with IN_FLIGHT.track_inprogress():
                 yield call.stats
         finally:
-            _in_flight.pop(call.request_id, None)
+            _in_flight.pop(id(call), None)
             update_memory(clf.engine.device if clf.engine is not None else None)
 
     def end(self, call: Call, status: int | str) -> float:

@@ -31,18 +31,6 @@ from app.telemetry.metrics import MODEL_INFO, QUEUE_DEPTH, WARMUP_SECONDS, obser
 logger = logging.getLogger(__name__)
 
 
-def blocking_offload() -> Callable:
-    """Under gevent, CPU-bound calls go to a real thread so the hub keeps serving."""
-    try:
-        from gevent import get_hub, monkey
-    except ImportError:
-        return run_here
-    if not monkey.is_module_patched("threading"):
-        return run_here
-    pool = get_hub().threadpool
-    return lambda fn, *args: pool.apply(fn, args)
-
-
 @dataclass
 class RequestStats:
     """What one request went through, for its log line, Server-Timing and metrics."""
@@ -69,8 +57,9 @@ class Classifier:
     def ready(self) -> bool:
         return self.batcher is not None
 
-    def start(self) -> None:
-        """Make this process ready to serve; idempotent."""
+    def start(self, offload: Callable = run_here) -> None:
+        """Make this process ready to serve; idempotent. `offload` runs CPU-bound calls (the
+        runtime passes gevent's thread pool under gevent workers; app.runtime.hooks)."""
         if self.ready:
             return
         cfg = self.cfg
@@ -83,7 +72,7 @@ class Classifier:
             self.engine.warm_up(cfg.max_batch_size, self.model.preprocess.input_size)
             WARMUP_SECONDS.set(time.perf_counter() - started)
         MODEL_INFO.labels(self.info["version"], self.info["weights"]).set(1)  # which weights this worker serves
-        self.offload = blocking_offload()
+        self.offload = offload
         # Made here, after gevent (if any) has patched threading: the wait must yield the hub.
         self._decode_slots = threading.BoundedSemaphore(cfg.decode_concurrency or max(2, threads))
         self.cache = build_cache(cfg, self.model, self.engine)

@@ -43,7 +43,7 @@ class OpenVINOEngine:
         size = preprocess.input_size
         model = _graph(ov, core, net, size, _cache_path(cfg, info, size, ov.__version__))
         ppp = ov.preprocess.PrePostProcessor(model)
-        # The request carries uint8 NCHW pixels (app.core.preprocess); OpenVINO converts and
+        # The request carries uint8 NCHW pixels (app.model.preprocess); OpenVINO converts and
         # normalises them inside the compiled graph: (x - mean*255) / (std*255).
         ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NCHW"))
         ppp.input().model().set_layout(ov.Layout("NCHW"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from flask import Blueprint, Flask, Response, g, jsonify
+from flask import Blueprint, Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from app.core.errors import Kind, ServiceError
@@ -39,6 +39,13 @@ def seed_shape(code: str, message: str, rid: str) -> dict:
 
 def oip_shape(code: str, message: str, rid: str) -> dict:
     return {"error": message}
+
+
+def by_path(code: str, message: str, rid: str) -> dict:
+    """The app-wide default: a 404/405 under /v2 matched no OIP route, so no blueprint's
+    handler answers it; it still gets the protocol's shape."""
+    under_v2 = request.path == "/v2" or request.path.startswith("/v2/")
+    return (oip_shape if under_v2 else seed_shape)(code, message, rid)
 
 
 def current_id() -> str:
@@ -72,7 +79,7 @@ def register(target: Flask | Blueprint, shape: Shape) -> None:
 
     def unexpected(exc: Exception) -> Response:
         logger.exception("unhandled error in request %s", current_id())
-        message = GENERIC_500 if shape is seed_shape else f"internal server error; request id {current_id()}"
+        message = GENERIC_500 if shape is not oip_shape else f"internal server error; request id {current_id()}"
         return answer(shape, 500, "internal_error", message)
 
     target.register_error_handler(ServiceError, service_error)

@@ -82,5 +82,5 @@ def index():
 
 
 def init_app(app: Flask) -> None:
-    errors.register(app, errors.seed_shape)  # the app-wide default; the OIP blueprint has its own
+    errors.register(app, errors.by_path)  # the app-wide default; the OIP blueprint has its own
     app.register_blueprint(bp)

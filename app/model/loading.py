@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from app.config import Config, ConfigError
-from app.core.preprocess import Preprocess, build_preprocess
 from app.model.infer import optimize
+from app.model.preprocess import Preprocess, build_preprocess
 from app.model.weights import build_network, load_weights
 
 logger = logging.getLogger(__name__)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -131,7 +132,7 @@ def parse_http(body: bytes, header_length: str | None) -> InferRequest:
     """An HTTP infer body, JSON or with the binary tensor extension."""
     if header_length is None:
         split = len(body)
-    elif header_length.isdigit() and len(header_length) <= 10:  # isdigit: no sign, spaces or "_"
+    elif re.fullmatch(r"[0-9]{1,10}", header_length):  # not isdigit(): "²" is a digit to it, not to int()
         split = int(header_length)
     else:
         raise bad("Inference-Header-Content-Length is not a byte count")

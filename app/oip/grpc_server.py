@@ -108,15 +108,17 @@ class Servicer:
         call = self.gate.begin(
             endpoint, endpoint, "POST", metadata.get("x-request-id"), metadata.get("x-real-ip"), len(raw)
         )
-        context.send_initial_metadata((("x-request-id", call.request_id),))
-        code = SC.OK
+        code = SC.UNKNOWN  # until an answer or a mapped error says otherwise
         try:
+            context.send_initial_metadata((("x-request-id", call.request_id),))
             self.gate.authorize(op, presented_key(metadata.get))  # before the message is decoded
             try:
                 request = message.FromString(raw)
             except DecodeError:
                 raise invalid(f"the {message.DESCRIPTOR.name} message does not decode") from None
-            return answer(request, call)
+            response = answer(request, call)
+            code = SC.OK
+            return response
         except ServiceError as exc:
             code = CODES[exc.kind]
             if exc.retry_after is not None:

@@ -8,9 +8,23 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+from collections.abc import Callable
 
+from app.core.batching import run_here
 from app.model.gpus import pick_gpu
 from app.runtime.malloc import release_free_memory
+
+
+def blocking_offload() -> Callable:
+    """Under gevent, CPU-bound calls go to a real thread so the hub keeps serving."""
+    try:
+        from gevent import get_hub, monkey
+    except ImportError:
+        return run_here
+    if not monkey.is_module_patched("threading"):
+        return run_here
+    pool = get_hub().threadpool
+    return lambda fn, *args: pool.apply(fn, args)
 
 
 class Hooks:
@@ -83,7 +97,7 @@ class Hooks:
 
     def post_worker_init(self, worker) -> None:
         app = worker.wsgi
-        app.extensions["classifier"].start()
+        app.extensions["classifier"].start(blocking_offload())
         release_free_memory()  # warm-up's activations, freed, would stay in every worker (app/runtime/malloc.py)
         cfg = app.extensions["classifier"].cfg
         if cfg.grpc_bind:

@@ -56,7 +56,9 @@ class ShortSideCrop:
     limit does not bound: a 1,000,000 x 64 PNG (64 MP) becomes 4,000,000 x 256 before the
     crop, 3 GB of RGB. Pillow's `resize(box=...)` resamples just the source region that
     maps onto the crop, with the same filter taps (pixels outside the box still feed the
-    edge taps), so the cost is that of a crop x crop output whatever the aspect ratio.
+    edge taps), so the cost is that of a crop x crop output whatever the aspect ratio. The
+    pixels equal torchvision's within float rounding of the filter weights: +-1 (rarely 2)
+    on up to ~2% of them (tests/test_decode.py compares the two).
     """
 
     resize: int
