@@ -25,8 +25,8 @@ from google.protobuf.message import DecodeError
 
 from app.core.errors import Kind, ServiceError, invalid
 from app.core.guard import Call, Gate, Operation, presented_key
-from app.oip.codec import encode_grpc, parse_grpc
 from app.oip.dataplane import OIP
+from app.oip.grpc_codec import encode_grpc, parse_grpc
 
 logger = logging.getLogger(__name__)
 SERVICE = "inference.GRPCInferenceService"

@@ -13,8 +13,8 @@ from app.core.errors import NotReady
 from app.core.guard import Operation
 from app.http import errors
 from app.http.hooks import gate, operation
-from app.oip.codec import encode_http, parse_http
 from app.oip.dataplane import OIP
+from app.oip.http_codec import encode_http, parse_http
 
 bp = Blueprint("oip", __name__, url_prefix="/v2")
 MODEL = "/models/<name>"
