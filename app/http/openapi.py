@@ -174,7 +174,7 @@ def _predict(cfg: Config) -> dict:
                     "content": {"application/json": {"schema": _ref("Answer")}},
                 },
                 "400": _error("Not an image, corrupt, empty, or a malformed body"),
-                "413": _error("Too many bytes, pixels or images"),
+                "413": _error("Too many bytes, pixels or images, or an aspect ratio past MAX_ASPECT_RATIO"),
                 "415": _error("Unsupported Content-Type"),
                 "503": _error("At capacity (MAX_QUEUE) or still loading; retry after Retry-After", retry_after=True),
                 "504": _error("No result within REQUEST_TIMEOUT_S"),
@@ -257,9 +257,9 @@ def build_spec(cfg: Config) -> dict:
         "components": {"schemas": SCHEMAS},
     }
     spec["paths"].update(oip_paths(cfg))  # the Open Inference Protocol's HTTP routes
-    if cfg.api_key:  # API_KEY set: these two need it, either way of sending it
+    if cfg.api_key:  # API_KEY set: predictions and metrics need it, either way of sending it
         spec["components"]["securitySchemes"] = _SECURITY_SCHEMES
-        for path, method in (("/model_predict", "post"), ("/metrics", "get")):
+        for path, method in (("/model_predict", "post"), ("/metrics", "get"), ("/v2/models/{name}/infer", "post")):
             operation = spec["paths"][path][method]
             operation["security"] = [{"bearer": []}, {"apiKey": []}]
             operation["responses"]["401"] = _error("No valid API key")
