@@ -66,6 +66,9 @@ def _build(cfg: Config) -> Flask:
     cfg = native_precision(cfg)
     app = Flask(__name__, static_folder=None)  # the one page is served by routes.index
     app.request_class = InMemoryRequest
+    # No 308 redirect (an HTML body) from "//model_predict" to "/model_predict": unknown
+    # paths are 404s in each door's JSON. Set before any route is added.
+    app.url_map.merge_slashes = False
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_upload_bytes
     app.json.sort_keys = False
     if cfg.defer_start:

@@ -74,6 +74,21 @@ EXTREME = {
 }
 
 
+def ico_holding(inner: bytes) -> bytes:
+    """An ICO whose one directory entry says 16x16 and holds `inner` (a PNG of any size):
+    Pillow's ICO plugin decodes that PNG inside Image.open."""
+    header = struct.pack("<HHH", 0, 1, 1)
+    entry = struct.pack("<BBBBHHII", 16, 16, 0, 0, 1, 32, len(inner), 6 + 16)
+    return header + entry + inner
+
+
+def jpeg_with_empty_scans(scans: int, size: tuple[int, int] = (2000, 2000)) -> bytes:
+    """A progressive grayscale JPEG followed by `scans` empty AC scans: libjpeg decodes each."""
+    data = encode(Image.new("L", size, 128), "JPEG", progressive=True, quality=50)
+    empty = b"\xff\xda" + struct.pack(">H", 8) + bytes([1, 1, 0x00, 1, 63, 0x00])
+    return data[:-2] + empty * scans + b"\xff\xd9"
+
+
 def jpeg_claiming(width: int, height: int) -> bytes:
     """A small JPEG whose frame header (SOF0) claims width x height."""
     data = bytearray(encode(photo((64, 48)), "JPEG"))

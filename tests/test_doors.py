@@ -12,13 +12,22 @@ from __future__ import annotations
 
 import json
 
+import grpc
 import pytest
 import requests
 
 from app.oip.grpc_server import pb
-from scripts.hostile_inputs import JPEG, blank_png, jpeg_claiming, png_bomb, zip_bytes
+from scripts.hostile_inputs import (
+    JPEG,
+    blank_png,
+    ico_holding,
+    jpeg_claiming,
+    jpeg_with_empty_scans,
+    png_bomb,
+    zip_bytes,
+)
 from tests.conftest import free_port, start_gunicorn, start_nginx, stop
-from tests.doors import BATCH_DOORS, DOORS, INFER, Doors, b64, framed, refused_in_shape
+from tests.doors import BATCH_DOORS, CLIENT_CODES, DOORS, INFER, Doors, b64, framed, refused_in_shape
 
 KEY = "door-key-" + "x" * 24
 
@@ -74,6 +83,8 @@ BAD_IMAGES = {
     "png-bomb-12000x12000": (png_bomb(), TOO_LARGE),
     "png-9000x9000": (blank_png(9000, 9000), TOO_LARGE),
     "png-1000000x64": (blank_png(1_000_000, 64), TOO_LARGE),
+    "ico-holding-a-20000x20000-png": (ico_holding(blank_png(20_000, 20_000)), INVALID),  # not a format we open
+    "jpeg-with-5000-empty-scans": (jpeg_with_empty_scans(5000), TOO_LARGE),
 }
 IMAGE_CASES = [pytest.param(door, name, id=f"{door}-{name}") for name in BAD_IMAGES for door in DOORS]
 
@@ -322,6 +333,22 @@ GRPC = {
 def test_malformed_grpc(doors, name):
     method, raw = GRPC[name]
     refused_in_shape("grpc", doors.rpc(method, raw))
+
+
+@pytest.mark.parametrize(
+    ("method", "metadata"),
+    [
+        ("ModelInfer", (("authorization", "Bearer x"), ("authorization", f"Bearer {KEY}"))),
+        ("ModelInfer ", (("authorization", f"Bearer {KEY}"),)),
+    ],
+    ids=["repeated-authorization", "trailing-space-in-the-method"],
+)
+def test_what_nginx_refuses_on_grpc_is_not_internal(doors, method, metadata):
+    """nginx's own 400 on its gRPC port: a client status, not grpcio's INTERNAL for a bare 400."""
+    call = doors.channel.unary_unary(f"/inference.GRPCInferenceService/{method}")
+    with pytest.raises(grpc.RpcError) as err:
+        call(_infer(), metadata=metadata, timeout=30)
+    assert err.value.code() in CLIENT_CODES, (err.value.code(), err.value.details())
 
 
 def test_undecodable_grpc_is_invalid_argument(doors):

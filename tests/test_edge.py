@@ -56,6 +56,8 @@ BAD_LINES = {
     "internal-error-page": (request(b"GET /_edge/502 HTTP/1.1"), 404),
     "body-over-20MiB": (request(b"POST /model_predict HTTP/1.1", b"Content-Length: 30000000"), 413),
     "two-content-lengths": (request(b"POST /model_predict HTTP/1.1", b"Content-Length: 1", b"Content-Length: 2"), 400),
+    "chunked-identity": (request(b"POST /model_predict HTTP/1.1", b"Transfer-Encoding: chunked, identity"), 501),
+    "http-2.0-request-line": (request(b"GET / HTTP/2.0"), 505),
 }
 
 
@@ -77,6 +79,12 @@ ALLOWED = {
     "header-of-8100-bytes": request(b"GET /health HTTP/1.1", b"X-Pad: " + b"a" * 8100),
     "x-forwarded-for-of-8100-bytes": request(b"GET /health HTTP/1.1", b"X-Forwarded-For: " + b"1" * 8100),
 }
+
+
+@pytest.mark.parametrize("path", ["/v2//models/classifier/infer", "/v2/models/classifier/versions//infer"])
+def test_double_slashes_under_v2_are_oip_404s_not_redirects(edge, path):
+    r = requests.post(edge["url"] + path, data=b"{}", allow_redirects=False, timeout=10)
+    assert r.status_code == 404 and set(r.json()) == {"error"}, r.text[:200]
 
 
 @pytest.mark.parametrize("name", ALLOWED)
