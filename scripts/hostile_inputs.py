@@ -67,6 +67,16 @@ WORST_ALLOWED = {
     "8000x8000-gray16": (8000, 8000, 0, 16),
     "8000x8000-rgb": (8000, 8000, 2, 8),
 }
+
+
+@cache
+def float_tiff(side: int = 8000) -> bytes:
+    """A deflated 32-bit float TIFF (mode F, as scientific cameras write): its conversion to
+    8 bits needs a float copy of every pixel."""
+    pixels = np.arange(side * side, dtype=np.float32).reshape(side, side) % 1000
+    return encode(Image.fromarray(pixels, "F"), "TIFF", compression="tiff_deflate")
+
+
 EXTREME = {
     "1000000x64-gray": (1_000_000, 64, 0, 8),
     "64000000x1-gray": (64_000_000, 1, 0, 8),

@@ -79,29 +79,40 @@ def _corrupt(exc: Exception) -> InvalidInput:
     return InvalidInput("corrupt_image", f"the image is corrupt or truncated: {exc}")
 
 
+def _then(old: Image.Image, new: Image.Image) -> Image.Image:
+    """`new`, made from `old`; `old`'s pixels are freed now, not when the caller lets go of it."""
+    if new is not old:
+        old.close()
+    return new
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB, whatever the mode. Consumes `image`: each step frees the copy it converted from,
+    so a 64 MP upload never holds more than two of its copies at once."""
     if image.mode == "RGB":
         return image
     if image.mode.startswith("I;16"):
         # Pillow's own I->RGB conversion clips at 255; scale the 16-bit range to 8 bits instead,
         # in integers: floor(x * 255 / 65535) is floor(x / 257), without a float copy (a 64 MP
         # image would take 256 MB for it).
-        image = Image.fromarray((np.asarray(image) // 257).astype(np.uint8))
+        image = _then(image, Image.fromarray((np.asarray(image) // 257).astype(np.uint8)))
     elif image.mode in ("I", "F"):
-        pixels = np.asarray(image, dtype=np.float32)
-        top = max(float(pixels.max()), 1.0)
-        image = Image.fromarray((pixels * (255.0 / top)).clip(0, 255).astype(np.uint8))
+        pixels = np.array(image, dtype=np.float32)  # one float copy, scaled in place
+        image.close()
+        pixels *= 255.0 / max(float(pixels.max()), 1.0)
+        image = Image.fromarray(np.clip(pixels, 0, 255, out=pixels).astype(np.uint8))
+        del pixels
     if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        image = _then(image, image.convert("RGBA" if "transparency" in image.info else "RGB"))
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         # Transparent pixels are composited over white, as an image viewer shows them: pasted
         # through their alpha onto a white RGB canvas, one RGB copy in all, where
         # alpha_composite made three RGBA ones (1.2 GB for a 64 MP image).
-        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        rgba = image if image.mode == "RGBA" else _then(image, image.convert("RGBA"))
         canvas = Image.new("RGB", rgba.size, (255, 255, 255))
         canvas.paste(rgba, mask=rgba)  # RGBA onto RGB: Pillow reads the alpha without a copy
-        return canvas
-    return image.convert("RGB")
+        return _then(rgba, canvas)
+    return _then(image, image.convert("RGB"))
 
 
 def _too_many_pixels(image: Image.Image, max_pixels: int) -> TooLarge:
