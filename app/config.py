@@ -59,7 +59,7 @@ class Config:
     max_images_per_request: int = 32
     # Images one worker decodes at once; others wait their turn (they already hold a queue
     # place). Decoding is CPU-bound, so more than the cores gains nothing, and each decode of
-    # the largest allowed image peaks at about 500 MB (README, "Memory"): this bounds a
+    # the largest allowed image peaks at about 750 MB (README, "Memory"): this bounds a
     # worker's decode memory at DECODE_CONCURRENCY x that. 0 = max(2, torch threads).
     decode_concurrency: int = 0
     # When set, /model_predict and /metrics need `Authorization: Bearer <key>` or
