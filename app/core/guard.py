@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from app.core.errors import Unauthenticated
+from app.core.service import RequestStats
 from app.telemetry.metrics import IN_FLIGHT, REQUESTS, observe_prediction, update_memory
 from app.telemetry.requestlog import log_request
 
@@ -90,8 +91,6 @@ class Gate:
     @contextmanager
     def serving(self, call: Call) -> Iterator:
         """A prediction: admitted (or refused) before its body is read, counted while it runs."""
-        from app.core.service import RequestStats
-
         clf = self.classifier
         clf.admit()
         call.stats = RequestStats()

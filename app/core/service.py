@@ -51,7 +51,7 @@ class Classifier:
         self.batcher: Batcher | None = None
         self.offload: Callable = run_here
         self.cache: ResultCache | NoCache = NoCache()
-        self._decode_slots = threading.BoundedSemaphore(max(2, cfg.torch_threads))  # replaced in start()
+        self._decode_slots: threading.BoundedSemaphore | None = None  # made in start()
 
     @property
     def ready(self) -> bool:

@@ -41,19 +41,16 @@ class InferRequest:
     binary_output: bool = False  # request parameter binary_data_output
 
 
-bad = invalid  # every codec refusal is the protocol's 400 / INVALID_ARGUMENT
-
-
 def split_bytes(raw: bytes, where: str) -> list[bytes]:
     """BYTES elements from their length-prefixed form; a truncated buffer is a client error."""
     items, at = [], 0
     while at < len(raw):
         if at + 4 > len(raw):
-            raise bad(f"{where}: truncated BYTES element length at byte {at}")
+            raise invalid(f"{where}: truncated BYTES element length at byte {at}")
         (size,) = struct.unpack_from("<I", raw, at)
         at += 4
         if at + size > len(raw):
-            raise bad(f"{where}: BYTES element of {size} bytes overruns the buffer ({len(raw) - at} left)")
+            raise invalid(f"{where}: BYTES element of {size} bytes overruns the buffer ({len(raw) - at} left)")
         items.append(raw[at : at + size])
         at += size
     return items
@@ -68,7 +65,7 @@ def raw_tensor(name: str, datatype: str, shape: list[int], raw: bytes) -> Tensor
         return Tensor(name, datatype, shape, split_bytes(raw, f"input {name!r}"))
     if datatype == "UINT8":
         return Tensor(name, datatype, shape, np.frombuffer(raw, dtype=np.uint8))
-    raise bad(f"input {name!r} has datatype {datatype}; send BYTES (encoded images) or UINT8 (one file)")
+    raise invalid(f"input {name!r} has datatype {datatype}; send BYTES (encoded images) or UINT8 (one file)")
 
 
 def raw_output(tensor: Tensor) -> bytes:

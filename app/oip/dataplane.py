@@ -15,10 +15,10 @@ import math
 
 import numpy as np
 
-from app.core.errors import NotFound, TooLarge
+from app.core.errors import NotFound, TooLarge, invalid
 from app.core.postprocess import activate, top_k
 from app.core.service import Classifier, RequestStats
-from app.oip.codec import InferRequest, Tensor, bad
+from app.oip.codec import InferRequest, Tensor
 
 INPUT, OUTPUT = "image", "scores"
 EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration"]
@@ -67,20 +67,20 @@ class OIP:
     def images(self, request: InferRequest) -> list[bytes]:
         if len(request.inputs) != 1 or request.inputs[0].name != INPUT:
             got = ", ".join(repr(t.name) for t in request.inputs) or "none"
-            raise bad(f"this model takes one input, {INPUT!r} (BYTES [-1, 1] encoded images); got {got}")
+            raise invalid(f"this model takes one input, {INPUT!r} (BYTES [-1, 1] encoded images); got {got}")
         tensor = request.inputs[0]
         shape, count = tensor.shape, len(tensor.data)
         if tensor.datatype == "UINT8":
             if not (len(shape) == 1 or (len(shape) == 2 and shape[0] == 1)) or math.prod(shape) != count:
-                raise bad(f"a UINT8 {INPUT!r} holds one file: shape [{count}], got {shape}")
+                raise invalid(f"a UINT8 {INPUT!r} holds one file: shape [{count}], got {shape}")
             blobs = [tensor.data.tobytes()]
         else:
             if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] != count:
-                raise bad(f"{INPUT!r} has shape {shape} but {count} elements; send shape [{count}, 1]")
+                raise invalid(f"{INPUT!r} has shape {shape} but {count} elements; send shape [{count}, 1]")
             blobs = list(tensor.data)
         limit = self.clf.cfg.max_images_per_request
         if not blobs:
-            raise bad(f"a request holds 1 to {limit} images (max_batch_size); got none")
+            raise invalid(f"a request holds 1 to {limit} images (max_batch_size); got none")
         if len(blobs) > limit:
             raise TooLarge("too_many_images", f"a request holds 1 to {limit} images (max_batch_size); got {len(blobs)}")
         return blobs
@@ -90,7 +90,7 @@ class OIP:
         wanted = request.outputs or []
         for out in wanted:
             if out.name != OUTPUT:
-                raise bad(f"unknown output {out.name!r}; this model has {OUTPUT!r}")
+                raise invalid(f"unknown output {out.name!r}; this model has {OUTPUT!r}")
         logits = self.clf.logits(blobs, stats)
         rows = [activate(row, self.clf.cfg.activation_fn) for row in logits]
         outputs = []

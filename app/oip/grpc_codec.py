@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.oip.codec import InferRequest, Tensor, bad, from_schema, raw_output, raw_tensor
+from app.core.errors import invalid
+from app.oip.codec import InferRequest, Tensor, from_schema, raw_output, raw_tensor
 from app.oip.schema import validate
 
 
@@ -34,7 +35,7 @@ def parse_grpc(msg) -> InferRequest:
         }
     )
     if msg.raw_input_contents and len(msg.raw_input_contents) != len(msg.inputs):
-        raise bad(f"{len(msg.raw_input_contents)} raw_input_contents for {len(msg.inputs)} inputs")
+        raise invalid(f"{len(msg.raw_input_contents)} raw_input_contents for {len(msg.inputs)} inputs")
     inputs = []
     for i, (item, checked) in enumerate(zip(msg.inputs, head.inputs, strict=True)):
         name, datatype, shape = checked.name, checked.datatype, checked.shape
@@ -45,7 +46,7 @@ def parse_grpc(msg) -> InferRequest:
         elif datatype == "UINT8":
             contents = np.array(item.contents.uint_contents, dtype=np.int64)
             if contents.size and (contents.min() < 0 or contents.max() > 255):
-                raise bad(f"input {name!r}: UINT8 contents must be 0-255")
+                raise invalid(f"input {name!r}: UINT8 contents must be 0-255")
             inputs.append(Tensor(name, datatype, shape, contents.astype(np.uint8)))
         else:
             inputs.append(raw_tensor(name, datatype, shape, b""))  # refuses the datatype

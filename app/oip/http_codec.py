@@ -14,8 +14,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from app.core.errors import invalid
 from app.core.safejson import load_json
-from app.oip.codec import InferRequest, Tensor, bad, from_schema, raw_output, raw_tensor
+from app.oip.codec import InferRequest, Tensor, from_schema, raw_output, raw_tensor
 from app.oip.schema import RequestInput, validate
 
 
@@ -34,22 +35,22 @@ def _json_input(item: RequestInput, binary: memoryview, at: int) -> tuple[Tensor
     size = item.parameters.binary_data_size
     if size is not None:
         if at + size > len(binary):
-            raise bad(f"input {name!r}: binary_data_size {size} overruns the {len(binary) - at} binary bytes left")
+            raise invalid(f"input {name!r}: binary_data_size {size} overruns the {len(binary) - at} binary bytes left")
         return raw_tensor(name, datatype, shape, bytes(binary[at : at + size])), at + size
     if item.data is None:
-        raise bad(f"input {name!r} has neither 'data' nor a binary_data_size parameter")
+        raise invalid(f"input {name!r} has neither 'data' nor a binary_data_size parameter")
     flat = list(_leaves(item.data))
     if datatype == "BYTES":
         try:
             return Tensor(name, datatype, shape, [base64.b64decode(x, validate=True) for x in flat]), at
         except (binascii.Error, ValueError, TypeError):
-            raise bad(f"input {name!r}: BYTES elements in JSON must be base64 strings") from None
+            raise invalid(f"input {name!r}: BYTES elements in JSON must be base64 strings") from None
     if datatype == "UINT8":
         values = [x for x in flat if isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 255]
         if len(values) != len(flat):
-            raise bad(f"input {name!r}: UINT8 data must be integers 0-255")
+            raise invalid(f"input {name!r}: UINT8 data must be integers 0-255")
         return Tensor(name, datatype, shape, np.array(values, dtype=np.uint8)), at
-    raise bad(f"input {name!r} has datatype {datatype}; send BYTES (encoded images) or UINT8 (one file)")
+    raise invalid(f"input {name!r} has datatype {datatype}; send BYTES (encoded images) or UINT8 (one file)")
 
 
 def parse_http(body: bytes, header_length: str | None) -> InferRequest:
@@ -59,9 +60,9 @@ def parse_http(body: bytes, header_length: str | None) -> InferRequest:
     elif re.fullmatch(r"[0-9]{1,10}", header_length):  # not isdigit(): "²" is a digit to it, not to int()
         split = int(header_length)
     else:
-        raise bad("Inference-Header-Content-Length is not a byte count")
+        raise invalid("Inference-Header-Content-Length is not a byte count")
     if split > len(body):
-        raise bad(f"Inference-Header-Content-Length {split} exceeds the body ({len(body)} bytes)")
+        raise invalid(f"Inference-Header-Content-Length {split} exceeds the body ({len(body)} bytes)")
     head = validate(load_json(body[:split], "invalid_request", "the inference header"))
     binary, at, inputs = memoryview(body)[split:], 0, []
     for item in head.inputs:
