@@ -3,6 +3,7 @@ killed, hung and brought back under load: no request may fail or wait much past 
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -112,9 +113,22 @@ def test_redis_killed_hung_and_back_under_load(cached_stack, redis_server, jpeg_
 def test_each_incident_is_logged_once_per_worker_and_counted(cached_stack):
     # Runs after the outage test above, in the same stack.
     log = cached_stack.log.read_text()
-    failed = [line for line in log.splitlines() if "redis cache at" in line and " failed (" in line]
-    assert 2 <= len(failed) <= 2 * 2, failed  # two incidents (killed, hung), two workers
-    assert "is back after" in log
+    # Per worker, the breaker's lines must alternate: one "failed" opens an incident, one "is
+    # back after N failed call(s)" closes it. Two "failed" in a row would be a line per request.
+    # How many incidents there are is the machine's business: on 2 busy cores a 50 ms timeout
+    # can also fire while Redis recovers, which is a real (short) incident of its own.
+    events: dict[str, list[str]] = {}
+    collapsed = 0
+    for line in log.splitlines():
+        if found := re.search(r"\[(\d+)\] \[WARNING\] redis cache at .* (failed \(|is back after (\d+))", line):
+            events.setdefault(found[1], []).append("failed" if found[2].startswith("failed") else "back")
+            collapsed += int(found[3] or 0)
+    incidents = [e for worker in events.values() for e in worker if e == "failed"]
+    assert len(incidents) >= 2, events  # killed, then hung
+    for worker in events.values():
+        assert all(a != b for a, b in itertools.pairwise(worker)), events
+    backs = sum(worker.count("back") for worker in events.values())
+    assert backs >= 1 and collapsed > backs, (events, collapsed)  # an incident spans several failed calls
     assert PASSWORD not in log and ":***@127.0.0.1" in log
     metrics = metric_samples(requests.get(cached_stack.url + "/metrics", timeout=10).text)
     assert metrics['classifier_cache_errors_total{kind="connection"}'] >= 1
