@@ -64,7 +64,7 @@ limit_request_field_size = 8190 + 64  # nginx appends the client's address to X-
 #          (ResNet-18, c=8 through nginx): 2 workers x 1 torch thread = 48 req/s,
 #          1 worker x 2 threads = 36-40 req/s, as one-thread workers need no OpenMP
 #          barriers and overlap decoding with each other.
-#          Preload keeps each extra worker cheap (README, "Memory").
+#          Preload keeps each extra worker cheap (docs/operations.md, "Memory").
 #   THREADS_PER_WORKER - torch threads per CPU worker: 1 below 8 cores, else 4.
 #   worker_class - gthread (default): threads decode uploads in parallel (Pillow releases
 #          the GIL) while one of them runs the batched forward pass. gevent (seed 001) also
@@ -74,7 +74,7 @@ limit_request_field_size = 8190 + 64  # nginx appends the client's address to X-
 #          connection waits for a thread before it is admitted or refused with 503. With the
 #          app's SHED_DELAY_MS this paces clients that retry at once: more threads refuse
 #          sooner but more often, and refusals then take the CPU from the model (measured
-#          trade-off in README, "Overload").
+#          trade-off in docs/performance.md, "Overload").
 #   worker_connections - The same bound for gevent workers.
 #   timeout - Seconds a silent worker lives before the master kills it. It covers model
 #          start-up in the worker (seed 003: CRITICAL WORKER TIMEOUT with the 30 s default)
@@ -147,7 +147,7 @@ os.environ["DEFER_START"] = "1"
 #   accesslog / errorlog - "-" is stdout/stderr; supervisord or Docker collects them.
 #   access_log_format - Adds the request id (from the response, so an id the app generated
 #          shows too) and the time taken (%(D)s, in µs). The app's own JSON line per request
-#          (stage times, image sizes) goes to stderr; README, "Operating it".
+#          (stage times, image sizes) goes to stderr; docs/operations.md, "Where the logs go".
 #
 
 accesslog = S.access_log

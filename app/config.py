@@ -59,7 +59,7 @@ class Config:
     max_images_per_request: int = 32
     # Images one worker decodes at once; others wait their turn (they already hold a queue
     # place). Decoding is CPU-bound, so more than the cores gains nothing, and each decode of
-    # the largest allowed image peaks at about 750 MB (README, "Memory"): this bounds a
+    # the largest allowed image peaks at about 750 MB (docs/operations.md, "Memory"): this bounds a
     # worker's decode memory at DECODE_CONCURRENCY x that. 0 = max(2, torch threads).
     decode_concurrency: int = 0
     # When set, /model_predict and /metrics need `Authorization: Bearer <key>` or
@@ -70,7 +70,7 @@ class Config:
     # Each worker's gRPC listener, shared through SO_REUSEPORT; nginx proxies public :8001 to
     # it. Empty = no gRPC. Keep it on loopback, like BIND.
     grpc_bind: str = "127.0.0.1:8011"
-    # --- result cache (README, "Caching") ---
+    # --- result cache (docs/caching.md, "Caching") ---
     # redis://[:password@]host:port/db or rediss:// (TLS; ?ssl_ca_certs=/path for a private CA).
     # Empty = no cache. Never logged with its password.
     redis_url: str = field(default="", repr=False)
@@ -94,13 +94,14 @@ class Config:
     torch_threads: int = 0  # 0 = cores // workers
     # How long a thread may hold the GIL before yielding (Python's default: 5 ms). 1 ms lets
     # the thread that finished a forward pass hand out results and start the next batch
-    # sooner: +4.5% to +7.5% req/s in each of 4 alternating rounds at c=8 (README).
+    # sooner: +4.5% to +7.5% req/s in each of 4 alternating rounds at c=8
+    # (docs/performance.md, "How the speed is made").
     gil_switch_ms: float = 1.0
     max_batch_size: int = 4  # gunicorn_conf.py raises it to 32 on GPUs
     max_batch_delay_ms: float = 0.0
     max_queue: int = 64
     # A refused request waits this long before its 503, so clients retrying without back-off
-    # can't make refusals the main load (README, "Overload").
+    # can't make refusals the main load (docs/performance.md, "Overload").
     shed_delay_ms: float = 50.0
     request_timeout_s: float = 30.0
     warmup: bool = True

@@ -210,7 +210,8 @@ def head_to_head(files: dict[str, Path], tmp: Path) -> dict:
     """
     out: dict = {}
     ours_env, base_env = {"MODEL_ARCH": "resnet18"}, {"MODEL_ARCH": "resnet18", "OMP_NUM_THREADS": "1"}
-    fused_env = {**ours_env, "ONEDNN_FUSION": "1"}  # opt-in: faster, more memory (README)
+    # opt-in: faster, more memory (docs/performance.md, "Inference options")
+    fused_env = {**ours_env, "ONEDNN_FUSION": "1"}
     with (
         stack(ours_env, tmp / "h2h-ours") as ours,
         stack(base_env, tmp / "h2h-base", BASELINE_ARGS) as base,

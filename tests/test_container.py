@@ -2,8 +2,8 @@
 
     docker run -p 8999:8999 -v ckpt:/weights/model.pth:ro -e MODEL_WEIGHTS=/weights/model.pth image
 
-Each test runs twice: as the README's `docker run`, and with a read-only root filesystem
-where only /srv/run and /tmp are writable (Kubernetes' readOnlyRootFilesystem). Networking is
+Each test runs twice: as the `docker run` of docs/deployment.md, "Docker", and with a read-only
+root filesystem where only /srv/run and /tmp are writable (Kubernetes' readOnlyRootFilesystem). Networking is
 slirp4netns with the port published on loopback: no bridge or iptables rules are left behind.
 """
 

@@ -378,7 +378,7 @@ def test_the_reported_version_answers_on_both_transports(doors):
 
 # --- the API key on every route and RPC -----------------------------------------------------
 
-# (method, path, needs the key). Probes and descriptions stay open (README, "Security").
+# (method, path, needs the key). Probes and descriptions stay open (docs/security.md, "Security").
 HTTP_ROUTES = [
     ("GET", "/health", False),
     ("GET", "/ready", False),

@@ -1,5 +1,5 @@
 """The worst images the limits allow, sent to a real worker: its peak memory grows by less than
-the stated bound (README, "Memory"), and each is classified or refused, never a 5xx.
+the stated bound (docs/operations.md, "Memory"), and each is classified or refused, never a 5xx.
 
 Each image is within MAX_IMAGE_PIXELS (64 MP) and MAX_ASPECT_RATIO (100). Before the crop-first
 resize and the aspect-ratio limit, a 1,000,000 x 64 PNG took a worker from 850 MiB to 5.9 GiB,

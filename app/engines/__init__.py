@@ -2,8 +2,8 @@
 
 An engine is `engine(uint8 NCHW batch) -> float32 logits (numpy)`, plus `warm_up`, `name`
 and `device`. Engines: `torch` (the frozen TorchScript graph; also the only GPU engine) and
-`openvino` (CPU). ONNX Runtime was measured and not added: it led nowhere (README,
-"Inference options").
+`openvino` (CPU). ONNX Runtime was measured and not added: it led nowhere (docs/performance.md,
+"Engines").
 
 ENGINE=auto (the default) builds both on the CPU, in each worker after fork, keeps those whose
 answers on a probe batch equal torch fp32's within TOLERANCE, times them in alternation and

@@ -5,7 +5,7 @@ Fork safety: OpenVINO starts a TBB thread pool when it converts or compiles, and
 not exist in a gunicorn master that forks. So nothing here runs in the master: each worker
 converts (or reads the converted graph from ENGINE_CACHE_DIR, written once under a file lock
 by the first worker) and compiles after fork. The compiled graph holds its own copy of the
-weights, in its own layout, so each worker adds about the weights' size (README, "Memory").
+weights, in its own layout, so each worker adds about the weights' size (docs/operations.md, "Memory").
 """
 
 from __future__ import annotations

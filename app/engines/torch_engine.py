@@ -35,7 +35,7 @@ class TorchEngine:
             # It compiles per input shape, in this process, on the second run of each batch
             # size: warm_up runs them all. Process-wide, so set in the worker, not the master.
             # Opt-in: +10% (ResNet-18) / +21% (ResNet-50) c=8 throughput against ~300 MiB
-            # more per worker and RSS growth under mixed traffic (README, "Inference options").
+            # more per worker and RSS growth under mixed traffic (docs/performance.md, "Inference options").
             torch.jit.enable_onednn_fusion(True)
 
     def _autocast(self):

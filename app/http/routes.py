@@ -40,7 +40,7 @@ def model_predict():
     if clf.info["untrained"]:
         body["warning"] = UNTRAINED_WARNING
     response = jsonify(body)
-    response.headers["X-Cache"] = stats.cache  # hit | miss | bypass (README, "Caching")
+    response.headers["X-Cache"] = stats.cache  # hit | miss | bypass (docs/caching.md, "Caching")
     return response
 
 

@@ -55,7 +55,7 @@ def _torch_load(path: Path) -> object:
             f"{path} holds a Python object ({found}) that can't be loaded safely (weights_only=True). "
             "A pickled model: re-save it with torch.save(model.state_dict(), 'weights/model.pth'). "
             "A Lightning checkpoint whose hyper-parameters hold custom classes: re-save its "
-            "['state_dict'] the same way (README, 'Checkpoint forms')"
+            "['state_dict'] the same way (docs/models.md, 'Checkpoint forms')"
         ) from None
     except (RuntimeError, EOFError, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -53,7 +53,7 @@ def native_precision(cfg: Config) -> Config:
 def optimize(net: torch.nn.Module, cfg: Config, input_size: int) -> torch.nn.Module:
     """Graph work done once where the weights are loaded (the gunicorn master), on the CPU.
 
-    Measured on 2 cores, ResNet-18 (README, "Inference options"):
+    Measured on 2 cores, ResNet-18 (docs/performance.md, "Inference options"):
     - folding batch norm into the convolutions: +44% over eager, as torch.fx or TorchScript;
     - under load, the frozen TorchScript graph serves ~9% more than the fx one: it runs all
       its ops in C++, while fx returns to Python (and the GIL, contended by request threads)

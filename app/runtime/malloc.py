@@ -5,7 +5,7 @@ glibc's default of up to 8 x cores malloc arenas let each gunicorn thread that d
 upload keep its own high-water mark, and worker RSS kept growing, +13% to +26%. Two arenas
 held it to -1%..+5% with web-size throughput within noise (ab c=8, alternating rounds).
 A fixed mmap threshold (MALLOC_MMAP_THRESHOLD_) also stopped the growth but cost 12-25% of
-throughput, as it turns off glibc's adaptive thresholds. README, "Security and reliability".
+throughput, as it turns off glibc's adaptive thresholds. docs/operations.md, "Reliability".
 """
 
 from __future__ import annotations
