@@ -1,20 +1,39 @@
 #!/usr/bin/env bash
-# Tools the tests run as separate programs, each in a virtualenv of its own (their pinned
-# dependencies clash with the server's and with each other's):
-#   .venv-k8s      kubernetes-validate and the kserve SDK (requirements-k8s.txt)
-#   .venv-checkov  checkov (requirements-checkov.txt)
-#   .venv-clients  the Open Inference Protocol clients:
+# Tools the tests (and the bench) run as separate programs, each in a virtualenv of its own
+# (their pinned dependencies clash with the server's and with each other's):
+#
+#   scripts/install_tools.sh [clients] [k8s] [checkov]     (none named: all three; make test)
+#
+#   k8s      .venv-k8s      kubernetes-validate and the kserve SDK (requirements-k8s.txt)
+#   checkov  .venv-checkov  checkov (requirements-checkov.txt)
+#   clients  .venv-clients  the Open Inference Protocol clients (make bench runs only these):
 #   tritonclient (HTTP and gRPC), from requirements-clients.txt;
 #   perf_analyzer, Triton's load generator. The `perf-analyzer` package needs glibc 2.38,
 #   newer than Debian bookworm's 2.36; the last build that runs here ships inside
 #   tritonclient 2.50.0's manylinux1 wheel (tritonclient-2.50.0.data/data/bin/perf_analyzer).
-#   It needs libb64 (apt libb64-0d) and libcudart.so.12 (nvidia-cuda-runtime-cu12).
+#   It needs libb64 (apt libb64-0d, scripts/install_system.sh bench) and libcudart.so.12
+#   (nvidia-cuda-runtime-cu12).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for pair in .venv-k8s:requirements-k8s.txt .venv-checkov:requirements-checkov.txt; do
-  test -x "${pair%%:*}/bin/python" || python3 -m venv "${pair%%:*}"
-  "${pair%%:*}/bin/python" -m pip install --quiet -r "${pair#*:}"
+[ $# -gt 0 ] || set -- clients k8s checkov
+for tool in "$@"; do
+  case "$tool" in
+    clients | k8s | checkov) ;;
+    *) echo "usage: $0 [clients] [k8s] [checkov]" >&2; exit 2 ;;
+  esac
 done
+tools=" $* "
+wanted() { [[ "$tools" == *" $1 "* ]]; }
+
+# A venv of its own per tool, made when missing; pip leaves what is already installed alone.
+for pair in k8s:requirements-k8s.txt checkov:requirements-checkov.txt; do
+  tool=${pair%%:*} file=${pair#*:}
+  wanted "$tool" || continue
+  test -x ".venv-$tool/bin/python" || python3 -m venv ".venv-$tool"
+  ".venv-$tool/bin/python" -m pip install --quiet -r "$file"
+done
+wanted clients || exit 0
+# .venv-clients: tritonclient from PyPI, then perf_analyzer out of the 2.50.0 wheel (above).
 venv=.venv-clients
 test -x $venv/bin/python || python3 -m venv $venv
 $venv/bin/python -m pip install --quiet -r requirements-clients.txt
