@@ -27,9 +27,7 @@ EXTERNAL = ("http://", "https://", "mailto:")
 
 # Where the code cites the docs: comments, docstrings, error messages, manifests.
 CITING = ["app", "scripts", "tests", "deploy", "k8s", ".ci"]
-# The Makefile is left out for now: its (README, "Docker") predates docs/ and is being rewritten
-# with the install targets; add it here once it cites docs/deployment.md.
-CITING_FILES = ["gunicorn_conf.py", "nginx.conf", "supervisor.conf", "Dockerfile", "pyproject.toml"]
+CITING_FILES = ["gunicorn_conf.py", "nginx.conf", "supervisor.conf", "Dockerfile", "Makefile", "pyproject.toml"]
 # (docs/models.md, "Checkpoint forms"), (README, 'API'), with the quote on the next line of a
 # comment or docstring allowed.
 CITATION = re.compile(r"""(README(?:\.md)?|docs/[\w./-]+?\.md),\s*(?:#\s*)?(["'])([^"'\n]+)\2""")
