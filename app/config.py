@@ -13,7 +13,9 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
-ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+# Any torchvision classification model, or timm:<name>; app.model.archs checks that it exists.
+ARCH_FORMAT = r"(timm:)?[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+INTERPOLATIONS = ("", "nearest", "bilinear", "bicubic", "lanczos")
 TASKS = ("multiclass", "multilabel")
 ACTIVATIONS = ("auto", "softmax", "sigmoid", "none")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -43,12 +45,13 @@ class Config:
     top_k: int = 5
     threshold: float = 0.5
     weights_dir: str = str(ROOT / "weights")
-    # --- preprocessing for checkpoints (torchvision weights bring their own) ---
+    # --- preprocessing: 0 / empty = what MODEL_ARCH's published weights were trained with ---
     resize_mode: str = "crop"  # crop: shorter side to resize_size, then center crop; squash: exact
-    resize_size: int = 256
-    crop_size: int = 224
-    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
-    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    resize_size: int = 0
+    crop_size: int = 0
+    interpolation: str = ""
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
     jpeg_draft: bool = True  # reduced-size DCT decode of large JPEGs
     # --- request limits ---
     max_upload_bytes: int = 20 * 1024 * 1024  # keep equal to nginx.conf client_max_body_size
@@ -120,7 +123,12 @@ class Config:
         return "softmax" if self.model_task == "multiclass" else "sigmoid"
 
     def validated(self) -> Config:
-        _one_of("MODEL_ARCH", self.model_arch, ARCHS)
+        if not re.fullmatch(ARCH_FORMAT, self.model_arch):
+            raise ConfigError(
+                f"MODEL_ARCH={self.model_arch!r}: name a torchvision classification model (resnet50, "
+                "efficientnet_b0, convnext_tiny, vit_b_16, ...) or timm:<name>"
+            )
+        _one_of("INTERPOLATION", self.interpolation, INTERPOLATIONS)
         _one_of("MODEL_TASK", self.model_task, TASKS)
         _one_of("ACTIVATION", self.activation, ACTIVATIONS)
         _one_of("PRECISION", self.precision, PRECISIONS)
@@ -133,16 +141,14 @@ class Config:
             raise ConfigError("ACTIVATION=sigmoid is for MODEL_TASK=multilabel; use softmax or auto")
         if not 0 <= self.threshold <= 1 and self.activation_fn != "none":
             raise ConfigError(f"THRESHOLD={self.threshold} must be in [0, 1] for probabilities")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ConfigError("MEAN and STD take three comma-separated numbers, STD > 0")
-        if self.resize_mode == "crop" and self.crop_size > self.resize_size:
+        if len(self.mean) not in (0, 3) or len(self.std) not in (0, 3) or min(self.std, default=1) <= 0:
+            raise ConfigError("MEAN and STD take three comma-separated numbers, STD > 0 (unset: the architecture's)")
+        if self.resize_mode == "crop" and self.resize_size and self.crop_size > self.resize_size:
             raise ConfigError(f"CROP_SIZE={self.crop_size} exceeds RESIZE_SIZE={self.resize_size}")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"DEVICE={self.device!r}: use auto, cpu, cuda or cuda:N")
         for name in (
             "top_k",
-            "crop_size",
-            "resize_size",
             "max_upload_bytes",
             "max_image_pixels",
             "max_images_per_request",
@@ -167,6 +173,8 @@ class Config:
             raise ConfigError(f"GIL_SWITCH_MS={self.gil_switch_ms} must be > 0 (Python's default is 5)")
         if self.max_aspect_ratio < 1:
             raise ConfigError(f"MAX_ASPECT_RATIO={self.max_aspect_ratio:g} must be >= 1 (longest side / shortest)")
+        if min(self.crop_size, self.resize_size) < 0:
+            raise ConfigError("RESIZE_SIZE and CROP_SIZE must be positive (0 = the architecture's own)")
         if self.decode_concurrency < 0:
             raise ConfigError(f"DECODE_CONCURRENCY={self.decode_concurrency} must be >= 0 (0 = automatic)")
         if self.request_timeout_s <= 0 or min(self.max_batch_delay_ms, self.shed_delay_ms, self.torch_threads) < 0:

@@ -23,6 +23,7 @@ from app.config import Config, ConfigError
 from app.core.breaker import Breaker
 from app.core.cache import KEY_PREFIX, answer_settings, namespace
 from app.core.postprocess import valid_answer
+from app.model.archs import resolve
 from app.model.preprocess import build_preprocess
 from tests.conftest import assert_same_predictions, free_port, make_config, missing, start_redis, stop
 
@@ -128,6 +129,7 @@ ANSWER_CHANGING = [
     {"model_arch": "resnet34"},
     {"resize_size": 288},
     {"crop_size": 200},
+    {"interpolation": "bicubic"},
     {"resize_mode": "squash"},
     {"mean": (0.5, 0.5, 0.5)},
     {"std": (0.5, 0.5, 0.5)},
@@ -142,7 +144,7 @@ ANSWER_CHANGING = [
 def settings_for(app, **overrides) -> dict:
     clf = app.extensions["classifier"]
     cfg = dataclasses.replace(clf.cfg, **overrides).validated()
-    model = dataclasses.replace(clf.model, preprocess=build_preprocess(cfg))
+    model = dataclasses.replace(clf.model, preprocess=build_preprocess(cfg, resolve(cfg.model_arch).preset))
     return answer_settings(cfg, model, engine_like("torch", "cpu"))
 
 

@@ -142,7 +142,7 @@ def test_extra_keys_outside_the_model_are_left_out(forms):
 
 REFUSED = [
     ("pickled model", lambda net: net, "re-save it with torch.save(model.state_dict()"),
-    ("another architecture", lambda net: get_model("resnet34").state_dict(), "set MODEL_ARCH"),
+    ("another architecture", lambda net: get_model("resnet34").state_dict(), "Set MODEL_ARCH"),
     ("not a ResNet", lambda net: {"head.weight": torch.zeros(2, 2)}, "no key ends with 'fc.bias'"),
     ("not a dict of tensors", lambda net: {"weights": [1, 2, 3]}, "is not a state_dict"),
 ]

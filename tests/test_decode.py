@@ -10,6 +10,7 @@ from PIL import Image
 from app.core.decode import decode_image
 from app.core.errors import ServiceError
 from app.http.errors import STATUS
+from app.model.archs import resolve
 from app.model.preprocess import build_preprocess
 from tests.conftest import encode, make_config, photo
 
@@ -91,7 +92,7 @@ def test_bad_files(data, status, code):
 def test_draft_decoding_shrinks_big_jpegs_but_keeps_the_answer(imagenet_ckpt):
     """A 12 MP photo is decoded at reduced DCT size, and the network input barely moves."""
     big = encode(photo((4032, 3024), seed=5), "JPEG", quality=92)
-    preprocess = build_preprocess(make_config(imagenet_ckpt))
+    preprocess = build_preprocess(make_config(imagenet_ckpt), resolve("resnet18").preset)
     fast = decode_image(big, LIMIT, preprocess.min_decode_size)
     full = decode_image(big, LIMIT)
     assert min(fast.size) >= 256 and fast.size[0] < 4032 // 4

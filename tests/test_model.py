@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from torchvision.models import get_model
+from torchvision.models import get_model, get_model_weights
 
 from app.config import ConfigError
 from app.engines.torch_engine import TorchEngine
 from app.model.loading import load_labels, load_model
-from app.model.weights import cached_path, imagenet_weights
+from app.model.tv_arch import cached_path
 from tests.conftest import VOC_LABELS, make_config, voc_state
 
 
@@ -60,7 +60,7 @@ def test_unreadable_checkpoints(tmp_path, content, message):
 
 
 def test_checkpoint_of_another_arch_names_the_setting(imagenet_ckpt):
-    with pytest.raises(ConfigError, match="set MODEL_ARCH to it"):
+    with pytest.raises(ConfigError, match="Set MODEL_ARCH to the architecture it was trained as"):
         load_model(make_config(imagenet_ckpt, model_arch="resnet50"))
 
 
@@ -92,7 +92,7 @@ def test_labels_as_a_list(tmp_path):
 
 def test_imagenet_weights_load_from_the_cache_offline(tmp_path, monkeypatch):
     """MODEL_WEIGHTS=imagenet reads torchvision's file from weights/; its transforms and labels come too."""
-    weights = imagenet_weights("resnet18")
+    weights = get_model_weights("resnet18").DEFAULT
     target = cached_path(str(tmp_path), weights)
     target.parent.mkdir(parents=True)
     torch.save(get_model("resnet18").state_dict(), target)

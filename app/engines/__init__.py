@@ -51,7 +51,11 @@ def build_engine(model: LoadedModel, cfg: Config, threads: int) -> Engine:
         if cfg.engine == "openvino":
             raise ConfigError("ENGINE=openvino but OpenVINO is not installed: pip install openvino") from None
         return reference
-    other = OpenVINOEngine(model.net, cfg, model.preprocess, model.info, threads, cfg.precision == "bf16")
+    try:
+        other = OpenVINOEngine(model.net, cfg, model.preprocess, model.info, threads, cfg.precision == "bf16")
+    except Exception as exc:  # noqa: BLE001 - the converter meets arbitrary model code; torch still serves it
+        logger.error("ENGINE=%s: OpenVINO can't convert %s (%s): serving with torch", cfg.engine, cfg.model_arch, exc)
+        return reference
     if cfg.engine == "openvino":
         return other
     return fastest([reference, other], reference, cfg, model.preprocess.input_size)

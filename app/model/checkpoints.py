@@ -116,5 +116,5 @@ def strip_prefix(state: dict[str, torch.Tensor], reference: list[str], path: Pat
         detail = f"no key ends with {anchor!r}; its keys look like {sorted(state)[:3]}"
     raise ConfigError(
         f"{path} doesn't hold a torchvision {arch}: {detail}. "
-        "If it was trained as another ResNet, set MODEL_ARCH to it (resnet18/34/50/101/152)"
+        "Set MODEL_ARCH to the architecture it was trained as (python -m app.model.weights list names them)"
     )

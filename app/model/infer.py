@@ -73,17 +73,40 @@ def optimize(net: torch.nn.Module, cfg: Config, input_size: int) -> torch.nn.Mod
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     if isinstance(net, torch.jit.ScriptModule):
         return net  # a user's TorchScript archive: already compiled; tracing it again gains nothing
+    net = net.to(memory_format=memory_format)
     if cfg.graph == "torchscript" and cfg.precision == "fp32" and not gpu_expected(cfg.device):
-        example = torch.zeros(1, 3, input_size, input_size).contiguous(memory_format=memory_format)
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice, see above
-            traced = torch.jit.trace(net.to(memory_format=memory_format), example, check_trace=False)
-            return torch.jit.freeze(traced.eval())  # Engine may turn on oneDNN Graph fusion
-    if cfg.graph != "eager":
+        traced = _frozen_trace(net, input_size, memory_format)
+        if traced is not None:
+            return traced  # Engine may turn on oneDNN Graph fusion
+    if cfg.graph != "eager":  # fx; also torchscript where it isn't used (bf16, GPUs) or failed
         from torch.fx.experimental.optimization import fuse
 
-        net = fuse(net)  # builds new, folded weights: convert those, not the originals
-    return net.to(memory_format=memory_format)
+        try:
+            return fuse(net).to(memory_format=memory_format)  # new, folded weights
+        except Exception as exc:  # noqa: BLE001 - any model code may refuse symbolic tracing
+            what = type(net).__name__
+            logger.warning("GRAPH=%s: %s can't be traced symbolically (%s): running it eagerly", cfg.graph, what, exc)
+    return net
+
+
+def _frozen_trace(net: torch.nn.Module, size: int, memory_format: torch.memory_format) -> torch.nn.Module | None:
+    """The frozen TorchScript trace of `net`, or None (logged) when it can't be traced or the
+    trace doesn't give the module's answers at another batch size: a trace records one run, so
+    a model that branches on its input's shape would be served wrongly, not slowly."""
+    one, two = (torch.rand(n, 3, size, size).contiguous(memory_format=memory_format) for n in (1, 2))
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation notice (see above); TracerWarnings
+        try:
+            traced = torch.jit.freeze(torch.jit.trace(net, one, check_trace=False).eval())
+            agree = torch.allclose(traced(two), net(two), rtol=1e-3, atol=1e-4)
+        except Exception as exc:  # noqa: BLE001 - any model code may refuse tracing
+            logger.warning("GRAPH=torchscript: tracing %s failed (%s): running it eagerly", type(net).__name__, exc)
+            return None
+    if not agree:
+        what = type(net).__name__
+        logger.warning("GRAPH=torchscript: the trace of %s disagrees with it at batch 2: running it eagerly", what)
+        return None
+    return traced
 
 
 def gpu_expected(device: str) -> bool:

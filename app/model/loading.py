@@ -56,12 +56,12 @@ def load_labels(path: str, num_classes: int) -> list[str]:
 
 def load_model(cfg: Config) -> LoadedModel:
     loaded = load_weights(cfg)
-    preprocess = build_preprocess(cfg, loaded.tv_weights)
+    preprocess = build_preprocess(cfg, loaded.arch.preset)
     net = optimize(build_network(cfg, loaded), cfg, preprocess.input_size)
     if cfg.model_labels:
         labels = load_labels(cfg.model_labels, loaded.num_classes)
-    elif loaded.tv_weights is not None:
-        labels = list(loaded.tv_weights.meta["categories"])
+    elif loaded.categories is not None:
+        labels = list(loaded.categories)
     else:
         logger.warning("no MODEL_LABELS given: answering with class indices as labels")
         labels = [str(i) for i in range(loaded.num_classes)]

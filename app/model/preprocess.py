@@ -1,9 +1,9 @@
 """Preprocessing: RGB PIL image -> uint8 CHW tensor; normalisation happens per batch.
 
-Resizing and cropping match how the weights were trained. torchvision weights carry their own
-preset (resize, crop, interpolation, mean/std), and its values are used as they are. A user
-checkpoint gets the same steps from the config: resize the shorter side and center-crop (the
-torchvision recipe), or "squash" to an exact square as seed 001 did.
+Resizing and cropping match how the weights were trained: by default the preset of MODEL_ARCH's
+published weights (resize, crop, interpolation, mean/std; app.model.archs), which a checkpoint
+fine-tuned from them shares. RESIZE_SIZE, CROP_SIZE, INTERPOLATION, MEAN and STD each replace
+their part of it; RESIZE_MODE=squash resizes to an exact square instead, as seed 001 did.
 
 Per image, only PIL and numpy run (no torch op), so request threads never start their own
 OpenMP teams to fight the forward pass for the cores. Conversion to float and mean/std
@@ -19,11 +19,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
-from torchvision import transforms as T
-from torchvision.models import WeightsEnum
-from torchvision.transforms.functional import pil_modes_mapping
 
-from app.config import Config
+from app.config import Config, ConfigError
+from app.model.archs import Preset
+
+FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
 
 
 @dataclass(frozen=True)
@@ -75,17 +80,35 @@ class ShortSideCrop:
         return image.resize((self.crop, self.crop), self.resample, box=box)
 
 
-def build_preprocess(cfg: Config, tv_weights: WeightsEnum | None = None) -> Preprocess:
-    if tv_weights is not None:
-        preset = tv_weights.transforms()
-        resize, crop = int(preset.resize_size[0]), int(preset.crop_size[0])
-        steps = ShortSideCrop(resize, crop, pil_modes_mapping[preset.interpolation])
-        return Preprocess(steps, tuple(preset.mean), tuple(preset.std), resize, crop, f"torchvision preset {preset!r}")
+def build_preprocess(cfg: Config, preset: Preset) -> Preprocess:
+    """The architecture's preset, with each setting the config gives in its place."""
+    resize, crop = cfg.resize_size or preset.resize, cfg.crop_size or preset.crop
+    resample = FILTERS[cfg.interpolation] if cfg.interpolation else preset.interpolation
+    mean, std = cfg.mean or preset.mean, cfg.std or preset.std
     if cfg.resize_mode == "squash":
-        steps = T.Resize((cfg.crop_size, cfg.crop_size), antialias=True)
-        min_size = cfg.crop_size
+        steps = SquashResize(crop, resample)
+        min_size = crop
+    elif crop > resize:
+        raise ConfigError(
+            f"the crop ({crop}) exceeds the resize ({resize}) for MODEL_ARCH={cfg.model_arch} "
+            f"(its preset: {preset.resize}/{preset.crop}); set RESIZE_SIZE >= CROP_SIZE"
+        )
     else:
-        steps = ShortSideCrop(cfg.resize_size, cfg.crop_size)
-        min_size = cfg.resize_size
-    description = f"{cfg.resize_mode} {cfg.resize_size}/{cfg.crop_size}"
-    return Preprocess(steps, cfg.mean, cfg.std, min_size, cfg.crop_size, description)
+        steps = ShortSideCrop(resize, crop, resample)
+        min_size = resize
+    changed = [name for name in ("resize_size", "crop_size", "interpolation", "mean", "std") if getattr(cfg, name)]
+    description = f"{cfg.resize_mode} {resize}/{crop} {Image.Resampling(resample).name.lower()} from {preset.source}"
+    if changed:
+        description += f" (set: {', '.join(changed)})"
+    return Preprocess(steps, tuple(mean), tuple(std), min_size, crop, description)
+
+
+@dataclass(frozen=True)
+class SquashResize:
+    """Seed 001's exact square resize (the aspect ratio is not kept)."""
+
+    size: int
+    resample: int
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image.resize((self.size, self.size), self.resample, reducing_gap=None)

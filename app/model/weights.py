@@ -1,67 +1,39 @@
-"""Model weights: torchvision's published weights (cached under weights/) and user checkpoints.
+"""Model weights: an architecture's published weights (cached under weights/) and user checkpoints.
 
-    python -m app.model.weights fetch resnet50     # download ImageNet weights ahead of time
+    python -m app.model.weights fetch resnet50     # download published weights ahead of time
+    python -m app.model.weights list               # the torchvision architectures MODEL_ARCH takes
 
-The download goes through torchvision's weights API (`Weights.get_state_dict`), which checks
-the file's hash; `TORCH_HOME` is pointed at `weights/` so the cache lives with the project.
+Where published weights come from is the architecture's business (app.model.tv_arch,
+app.model.timm_arch); here they and checkpoints become one state_dict for the network.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.error import URLError
 
 import torch
-from torchvision.models import WeightsEnum, get_model, get_model_weights
 
-from app.config import ARCHS, Config, ConfigError
+from app.config import Config, ConfigError
 from app.model import checkpoints
+from app.model.archs import Arch, resolve
 
 
 @dataclass
 class LoadedWeights:
+    arch: Arch
     state_dict: dict | None  # None = random initialisation
     num_classes: int
-    source: str  # "imagenet:<enum name>", "checkpoint:<file name>" or "random"
-    version: str = "random"  # which weights: a checkpoint's sha256 (12 hex digits), or enum name + hash
-    tv_weights: WeightsEnum | None = None  # torchvision weights, which carry transforms + labels
+    source: str  # "imagenet:<published>", "checkpoint:<file name>" or "random"
+    version: str = "random"  # which weights: a checkpoint's sha256 (12 hex digits), or the published name + hash
+    categories: list[str] | None = None  # the published weights' labels
     script: torch.jit.ScriptModule | None = None  # a TorchScript archive, used as it is
 
     @property
     def untrained(self) -> bool:
         return self.state_dict is None and self.script is None
-
-
-def imagenet_weights(arch: str) -> WeightsEnum:
-    return get_model_weights(arch).DEFAULT
-
-
-def cached_path(weights_dir: str, weights: WeightsEnum) -> Path:
-    """Where torch.hub keeps the file once TORCH_HOME=weights_dir."""
-    return Path(weights_dir) / "hub" / "checkpoints" / os.path.basename(weights.url)
-
-
-def fetch_imagenet(arch: str, weights_dir: str, download: bool = True) -> dict:
-    weights = imagenet_weights(arch)
-    path = cached_path(weights_dir, weights)
-    if not path.exists() and not download:
-        raise ConfigError(
-            f"ImageNet weights for {arch} are not cached at {path}; "
-            f"run `python -m app.model.weights fetch {arch}` on a machine with internet access"
-        )
-    os.environ["TORCH_HOME"] = weights_dir  # torch.hub resolves its cache from this
-    try:
-        return weights.get_state_dict(progress=False)
-    except URLError as exc:  # no network, DNS, proxy: urllib's 40-line traceback says only that
-        raise ConfigError(
-            f"downloading ImageNet weights for {arch} from {weights.url} failed ({exc.reason}); "
-            f"run `python -m app.model.weights fetch {arch}` on a connected machine and copy weights/ here, "
-            "or set MODEL_WEIGHTS=random to try the server, or MODEL_WEIGHTS=<checkpoint path>"
-        ) from None
 
 
 def resolve_checkpoint_path(cfg: Config) -> Path:
@@ -78,23 +50,23 @@ def resolve_checkpoint_path(cfg: Config) -> Path:
 
 
 def load_weights(cfg: Config) -> LoadedWeights:
+    arch = resolve(cfg.model_arch)
     if cfg.model_weights == "random":
-        return LoadedWeights(None, 1000, "random")
+        return LoadedWeights(arch, None, 1000, "random")
     if cfg.model_weights == "imagenet":
-        tv = imagenet_weights(cfg.model_arch)
-        state = fetch_imagenet(cfg.model_arch, cfg.weights_dir, download=True)
-        version = f"{tv.name}-{Path(tv.url).stem.rsplit('-', 1)[-1]}"  # IMAGENET1K_V2-11ad3fa6: the file's hash
-        return LoadedWeights(state, len(tv.meta["categories"]), f"imagenet:{tv}", version, tv)
+        published = arch.published
+        state = published.fetch(cfg.weights_dir, True)
+        classes = arch.num_classes(state)
+        categories = published.categories if len(published.categories) == classes else None
+        return LoadedWeights(arch, state, classes, f"imagenet:{arch.preset.source}", published.version, categories)
     path = resolve_checkpoint_path(cfg)
     ckpt = checkpoints.read(path)
     version = file_version(path)
     if ckpt.script is not None:
-        classes = _script_classes(ckpt.script, cfg)
-        return LoadedWeights(None, classes, f"torchscript:{path.name}", version, script=ckpt.script)
-    with torch.device("meta"):  # the architecture's key names, without allocating weights
-        reference = list(get_model(cfg.model_arch, weights=None).state_dict())
-    state = checkpoints.strip_prefix(ckpt.state_dict, reference, path, cfg.model_arch)
-    return LoadedWeights(state, int(state["fc.weight"].shape[0]), f"checkpoint:{path.name}", version)
+        classes = _script_classes(ckpt.script, cfg.crop_size or arch.preset.crop)
+        return LoadedWeights(arch, None, classes, f"torchscript:{path.name}", version, script=ckpt.script)
+    state = checkpoints.strip_prefix(ckpt.state_dict, arch.keys, path, arch.name)
+    return LoadedWeights(arch, state, arch.num_classes(state), f"checkpoint:{path.name}", version)
 
 
 def file_version(path: Path) -> str:
@@ -103,19 +75,19 @@ def file_version(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()[:12]
 
 
-def _script_classes(script: torch.jit.ScriptModule, cfg: Config) -> int:
+def _script_classes(script: torch.jit.ScriptModule, size: int) -> int:
     """Outputs of a TorchScript model: its `fc.weight` when it has one, else one forward pass."""
     weight = dict(script.named_parameters()).get("fc.weight")
     if weight is not None:
         return int(weight.shape[0])
     with torch.inference_mode():
-        return int(script(torch.zeros(1, 3, cfg.crop_size, cfg.crop_size)).shape[-1])
+        return int(script(torch.zeros(1, 3, size, size)).shape[-1])
 
 
 def build_network(cfg: Config, loaded: LoadedWeights) -> torch.nn.Module:
     if loaded.script is not None:
         return loaded.script  # the user's compiled model, served with the configured preprocessing
-    net = get_model(cfg.model_arch, weights=None, num_classes=loaded.num_classes)
+    net = loaded.arch.build(loaded.num_classes)
     if loaded.state_dict is not None:
         try:
             net.load_state_dict(loaded.state_dict)
@@ -131,13 +103,23 @@ def build_network(cfg: Config, loaded: LoadedWeights) -> torch.nn.Module:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m app.model.weights", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    fetch = sub.add_parser("fetch", help="download torchvision's ImageNet weights into weights/")
-    fetch.add_argument("arch", choices=ARCHS)
+    fetch = sub.add_parser("fetch", help="download an architecture's published weights into weights/")
+    fetch.add_argument("arch", help="a MODEL_ARCH value, e.g. resnet50, efficientnet_b0, timm:convnext_tiny.fb_in1k")
     fetch.add_argument("--dir", default=Config().weights_dir)
+    sub.add_parser("list", help="the torchvision classification architectures MODEL_ARCH takes")
     args = parser.parse_args(argv)
-    fetch_imagenet(args.arch, args.dir)
-    print(cached_path(args.dir, imagenet_weights(args.arch)))
+    if args.command == "list":
+        from app.model.tv_arch import names
+
+        print("\n".join(names()))
+        return
+    arch = resolve(args.arch)
+    arch.published.fetch(args.dir, True)
+    print(f"{arch.name}: {arch.published.version} cached under {args.dir}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ConfigError as exc:
+        raise SystemExit(f"error: {exc}") from None
