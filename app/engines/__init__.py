@@ -89,6 +89,9 @@ def fastest(engines: list[Engine], reference: TorchEngine, cfg: Config, size: in
                 d,
                 TOLERANCE[cfg.precision],
             )
+    if not usable:  # e.g. a model whose outputs are NaN: nothing to compare, torch is the reference
+        logger.warning("ENGINE=auto: no engine agrees with torch fp32 on the probe batch: serving with torch")
+        return reference
     seconds = {engine.name: [] for engine in usable}
     for _ in range(3):  # alternating rounds: drift in the machine's speed hits every engine
         for engine in usable:

@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -110,5 +111,7 @@ def _cached_graph(ov, core, net: torch.nn.Module, size: int, path: Path):
 
 
 def _convert(ov, net: torch.nn.Module, size: int):
-    with torch.inference_mode(False), torch.no_grad():
+    # The converter traces with torch.jit, whose deprecation notice would print in every worker.
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
         return ov.convert_model(net, example_input=torch.zeros(1, 3, size, size), input=[(-1, 3, size, size)])

@@ -198,7 +198,10 @@ def build_spec(cfg: Config) -> dict:
         "info": {
             "title": "Image classifier",
             "version": "1.0.0",
-            "description": "A PyTorch ResNet behind nginx and gunicorn. Every answer carries a request_id.",
+            "description": (
+                "A PyTorch image classifier (any torchvision or timm architecture) behind nginx and "
+                "gunicorn. Every answer carries a request_id."
+            ),
         },
         "paths": {
             "/model_predict": _predict(cfg),

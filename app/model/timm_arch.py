@@ -9,6 +9,7 @@ under weights/hf; a machine that can't reach the hub serves a checkpoint file in
 
 from __future__ import annotations
 
+import difflib
 import math
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def timm_arch(configured: str, name: str) -> Arch:
     except ImportError:
         raise ConfigError(f"MODEL_ARCH={configured!r} needs timm, which is not installed: pip install timm") from None
     if not timm.is_model(name):
-        near = timm.list_models(f"*{name.split('.')[0]}*")[:4]
+        near = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=4, cutoff=0.6)
         hint = f"; similar ones: {', '.join(near)}" if near else "; `timm.list_models()` names them"
         raise ConfigError(f"MODEL_ARCH={configured!r}: timm has no model {name!r}{hint}")
 
