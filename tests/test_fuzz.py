@@ -17,11 +17,12 @@ from hypothesis import strategies as st
 from app.config import Config
 from app.core.decode import decode_image
 from app.core.errors import Kind, ServiceError
+from app.model.archs import resolve
 from app.model.preprocess import build_preprocess
 from scripts.hostile_inputs import encode, photo
 
 CFG = Config(model_weights="random").validated()
-PREPROCESS = build_preprocess(CFG)
+PREPROCESS = build_preprocess(CFG, resolve(CFG.model_arch).preset)
 SMALL = photo((96, 64), seed=21)
 SEEDS = [
     encode(SMALL, "JPEG", quality=80),

@@ -205,7 +205,7 @@ def test_our_proto_matches_tritonclients_on_the_wire():
             assert theirs["messages"][name].get(field) == spec, (name, field, spec, theirs["messages"][name].get(field))
     for method, types in ours["methods"].items():
         assert theirs["methods"][method] == types, method
-    assert len(ours["methods"]) == 7
+    assert len(ours["methods"]) == 8  # with ModelStreamInfer
 
 
 def test_grpc_under_gevent_workers(imagenet_ckpt, image_files, tmp_path, app):

@@ -7,6 +7,7 @@ import base64
 import json
 import struct
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -57,7 +58,8 @@ BAD_JSON = [
     ),
     ("wrong input name", {"inputs": [image_input([JPEG], name="x")]}, 400, "one input, 'image'"),
     ("two inputs", {"inputs": [image_input([JPEG]), image_input([JPEG])]}, 400, "one input"),
-    ("wrong datatype", {"inputs": [image_input([1.0], datatype="FP32")]}, 400, "datatype FP32"),
+    ("wrong datatype", {"inputs": [image_input([1.0], datatype="FP32")]}, 400, "takes encoded files (BYTES or UINT8)"),
+    ("an unknown datatype", {"inputs": [image_input([1.0], datatype="FP64")]}, 400, "datatype FP64; send BYTES"),
     ("shape vs data", {"inputs": [image_input([JPEG], shape=(2, 1))]}, 400, "has shape [2, 1] but 1 elements"),
     ("3-d shape", {"inputs": [image_input([JPEG], shape=(1, 1, 1))]}, 400, "send shape [1, 1]"),
     ("not base64", {"inputs": [image_input(["%%%"])]}, 400, "base64"),
@@ -195,3 +197,89 @@ def test_a_header_length_that_only_isdigit_accepts(post, jpeg_bytes):
     body, _ = one_binary_image(jpeg_bytes)
     r = post(raw=body, headers={"Inference-Header-Content-Length": "\u00b2"})
     assert r.status_code == 400 and set(r.get_json()) == {"error"}
+
+
+# --- the tensor model: FP32 NCHW pixels ------------------------------------------------------
+
+TENSOR = "/v2/models/classifier_tensor/infer"
+PIXELS = 3 * 224 * 224
+
+
+def pixels_head(shape, size: int | None = None, datatype="FP32", name="pixels") -> dict:
+    size = 4 * PIXELS * shape[0] if size is None else size
+    return {
+        "inputs": [{"name": name, "datatype": datatype, "shape": list(shape), "parameters": {"binary_data_size": size}}]
+    }
+
+
+def pixel_bytes(n: int, value: float = 128.0) -> bytes:
+    return struct.pack("<f", value) * (PIXELS * n)
+
+
+BAD_TENSORS = [
+    ("HWC, not CHW", pixels_head([1, 224, 224, 3]), pixel_bytes(1), 400, "must have shape [N, 3, 224, 224]"),
+    (
+        "another size",
+        pixels_head([1, 3, 256, 256], 4 * 3 * 256 * 256),
+        bytes(4 * 3 * 256 * 256),
+        400,
+        "[N, 3, 224, 224]",
+    ),
+    ("no batch dimension", pixels_head([3, 224, 224], 4 * PIXELS), pixel_bytes(1), 400, "[N, 3, 224, 224]"),
+    ("gray", pixels_head([1, 1, 224, 224], 4 * 224 * 224), pixel_bytes(1)[: 4 * 224 * 224], 400, "[N, 3, 224, 224]"),
+    ("empty batch", pixels_head([0, 3, 224, 224], 0), b"", 400, "1 to 32 images"),
+    ("33 images", pixels_head([33, 3, 224, 224]), pixel_bytes(33), 413, "1 to 32 images"),
+    ("a huge declared batch", pixels_head([2**31 - 1, 3, 224, 224], 4 * PIXELS), pixel_bytes(1), 413, "1 to 32"),
+    ("fewer elements than the shape", pixels_head([2, 3, 224, 224], 4 * PIXELS), pixel_bytes(1), 400, "elements"),
+    (
+        "a partial element",
+        pixels_head([1, 3, 224, 224], 4 * PIXELS - 1),
+        pixel_bytes(1)[:-1],
+        400,
+        "whole number of FP32",
+    ),
+    ("over 255", pixels_head([1, 3, 224, 224]), pixel_bytes(1, 256.0), 400, "0-255 RGB pixels"),
+    ("negative (client-normalised)", pixels_head([1, 3, 224, 224]), pixel_bytes(1, -0.5), 400, "0-255 RGB pixels"),
+    ("NaN", pixels_head([1, 3, 224, 224]), pixel_bytes(1, float("nan")), 400, "not finite"),
+    ("infinity", pixels_head([1, 3, 224, 224]), pixel_bytes(1, float("inf")), 400, "not finite"),
+    ("UINT8 pixels", pixels_head([1, 3, 224, 224], PIXELS, "UINT8"), bytes(PIXELS), 400, "takes FP32 pixels"),
+    ("encoded files", pixels_head([1, 1], 8, "BYTES"), framed(b"abcd"), 400, "takes FP32 pixels"),
+    ("the image input's name", pixels_head([1, 3, 224, 224], name="image"), pixel_bytes(1), 400, "one input, 'pixels'"),
+]
+
+
+@pytest.mark.parametrize(("case", "head", "tail", "status", "message"), BAD_TENSORS, ids=[c[0] for c in BAD_TENSORS])
+def test_bad_tensor_requests(post, case, head, tail, status, message):
+    r = post(raw=binary_body(head, tail)[0], headers=binary_body(head, tail)[1], path=TENSOR)
+    assert r.status_code == status and set(r.get_json()) == {"error"}, r.data[:300]
+    assert message in r.get_json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("case", "data", "message"),
+    [
+        ("booleans", [True] * PIXELS, "FP32 data must be numbers"),
+        ("strings", ["1"] * PIXELS, "FP32 data must be numbers"),
+        ("a number past float32", [1e39] + [1.0] * (PIXELS - 1), "not finite"),
+        ("nested lists are flattened, counts still checked", [[1.0, 2.0]] * 10, "elements"),
+    ],
+)
+def test_bad_tensor_json(post, case, data, message):
+    body = {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 3, 224, 224], "data": data}]}
+    r = post(body, path=TENSOR)
+    assert r.status_code == 400 and message in r.get_json()["error"], r.get_json()
+
+
+def test_tensor_json_and_binary_agree(post):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, PIXELS).astype("<f4")
+    as_json = post(
+        {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 3, 224, 224], "data": pixels.tolist()}]},
+        path=TENSOR,
+    )
+    head = pixels_head([1, 3, 224, 224])
+    as_binary = post(
+        raw=binary_body(head, pixels.tobytes())[0], headers=binary_body(head, pixels.tobytes())[1], path=TENSOR
+    )
+    assert as_json.status_code == as_binary.status_code == 200
+    assert as_json.get_json()["outputs"][0]["data"] == as_binary.get_json()["outputs"][0]["data"]

@@ -152,7 +152,17 @@ class Classifier:
             prepared = [self._prepare_part(i, blobs) for i in range(len(blobs))]
         stats.decode_s = time.perf_counter() - started
         stats.sizes = [size for _, size in prepared]
-        done = self.batcher.submit([tensor for tensor, _ in prepared])
+        return self._submit([tensor for tensor, _ in prepared], stats)
+
+    def logits_of_pixels(self, pixels: list[torch.Tensor], stats: RequestStats) -> list[np.ndarray]:
+        """The raw outputs for images the client decoded and sized itself (uint8 CHW at the
+        model's input size): the same batcher and engine, without decode and resize."""
+        stats.images = len(pixels)
+        stats.sizes = [f"{t.shape[2]}x{t.shape[1]}" for t in pixels]
+        return self._submit(pixels, stats)
+
+    def _submit(self, tensors: list[torch.Tensor], stats: RequestStats) -> list[np.ndarray]:
+        done = self.batcher.submit(tensors)
         stats.queue_s, stats.run_s = done.queue_s, done.run_s
         return done.results
 

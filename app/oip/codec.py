@@ -60,12 +60,19 @@ def join_bytes(items: list[bytes]) -> bytes:
     return b"".join(struct.pack("<I", len(item)) + item for item in items)
 
 
+DATATYPES = "BYTES (encoded images), UINT8 (one file) or FP32 (pixels, for the _tensor model)"
+
+
 def raw_tensor(name: str, datatype: str, shape: list[int], raw: bytes) -> Tensor:
     if datatype == "BYTES":
         return Tensor(name, datatype, shape, split_bytes(raw, f"input {name!r}"))
     if datatype == "UINT8":
         return Tensor(name, datatype, shape, np.frombuffer(raw, dtype=np.uint8))
-    raise invalid(f"input {name!r} has datatype {datatype}; send BYTES (encoded images) or UINT8 (one file)")
+    if datatype == "FP32":
+        if len(raw) % 4:
+            raise invalid(f"input {name!r}: {len(raw)} bytes is not a whole number of FP32 elements")
+        return Tensor(name, datatype, shape, np.frombuffer(raw, dtype="<f4"))
+    raise invalid(f"input {name!r} has datatype {datatype}; send {DATATYPES}")
 
 
 def raw_output(tensor: Tensor) -> bytes:

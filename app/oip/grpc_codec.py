@@ -48,6 +48,8 @@ def parse_grpc(msg) -> InferRequest:
             if contents.size and (contents.min() < 0 or contents.max() > 255):
                 raise invalid(f"input {name!r}: UINT8 contents must be 0-255")
             inputs.append(Tensor(name, datatype, shape, contents.astype(np.uint8)))
+        elif datatype == "FP32":
+            inputs.append(Tensor(name, datatype, shape, np.array(item.contents.fp32_contents, dtype=np.float32)))
         else:
             inputs.append(raw_tensor(name, datatype, shape, b""))  # refuses the datatype
     return from_schema(head, inputs)

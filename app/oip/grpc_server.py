@@ -16,53 +16,30 @@ grpcio's INTERNAL. Domain errors map to status codes in `CODES`, the one table o
 from __future__ import annotations
 
 import logging
-import sys
 from concurrent import futures
-from pathlib import Path
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from app.core.errors import Kind, ServiceError, invalid
+from app.core.errors import ServiceError, invalid
 from app.core.guard import Call, Gate, Operation, presented_key
 from app.oip.dataplane import OIP
 from app.oip.grpc_codec import encode_grpc, parse_grpc
+from app.oip.grpc_proto import CODES, SC, SERVICE, pb
+from app.oip.grpc_stream import Streams
 
 logger = logging.getLogger(__name__)
-SERVICE = "inference.GRPCInferenceService"
-
-
-def _load_protos():
-    """The messages and service from inference.proto, compiled at import by grpcio-tools."""
-    here = str(Path(__file__).parent)
-    sys.path.insert(0, here)  # protos_and_services resolves the file against sys.path
-    try:
-        return grpc.protos_and_services("inference.proto")
-    finally:
-        sys.path.remove(here)
-
-
-pb, services = _load_protos()
-SC = grpc.StatusCode
-CODES = {
-    Kind.INVALID: SC.INVALID_ARGUMENT,
-    Kind.UNSUPPORTED: SC.INVALID_ARGUMENT,
-    Kind.TOO_LARGE: SC.RESOURCE_EXHAUSTED,  # what grpcio itself answers for a message over its limit
-    Kind.UNAUTHENTICATED: SC.UNAUTHENTICATED,
-    Kind.NOT_FOUND: SC.NOT_FOUND,
-    Kind.OVERLOADED: SC.UNAVAILABLE,  # the code clients retry (with the retry-after trailer)
-    Kind.DEADLINE: SC.DEADLINE_EXCEEDED,
-    Kind.NOT_READY: SC.UNAVAILABLE,
-    Kind.INTERNAL: SC.INTERNAL,
-}
+__all__ = ["SERVICE", "Servicer", "pb", "start"]  # tests and clients import the messages from here
 
 
 class Servicer:
     """Each RPC: (request message, operation, answer(request, call) -> response message)."""
 
-    def __init__(self, api: OIP, gate: Gate):
+    def __init__(self, api: OIP, gate: Gate, max_streams: int = 1):
         self.api, self.gate = api, gate
         clf = api.clf
+        # A stream reads ahead as many requests as one batch holds, so it can fill a batch alone.
+        self.streams = Streams(self, max_streams, clf.cfg.max_batch_size)
         self.rpcs = {
             "ServerLive": (pb.ServerLiveRequest, Operation.PROBE, lambda r, c: pb.ServerLiveResponse(live=True)),
             "ServerReady": (
@@ -78,32 +55,37 @@ class Servicer:
             ),
             "ModelMetadata": (pb.ModelMetadataRequest, Operation.DESCRIBE, self._model_metadata),
             "ModelConfig": (pb.ModelConfigRequest, Operation.DESCRIBE, self._model_config),
-            "ModelInfer": (pb.ModelInferRequest, Operation.PREDICT, self._infer),
+            "ModelInfer": (pb.ModelInferRequest, Operation.PREDICT, self.infer),
         }
 
     def _model_ready(self, request, call: Call):
-        self.api.check_model(request.name, request.version)
+        self.api.model(request.name, request.version)
         return pb.ModelReadyResponse(ready=self.api.clf.ready)
 
     def _model_metadata(self, request, call: Call):
-        self.api.check_model(request.name, request.version)
-        return pb.ModelMetadataResponse(**self.api.model_metadata())
+        return pb.ModelMetadataResponse(**self.api.model(request.name, request.version).metadata())
 
     def _model_config(self, request, call: Call):
-        self.api.check_model(request.name, request.version)
-        return pb.ModelConfigResponse(config=pb.ModelConfig(**self.api.model_config()))
+        return pb.ModelConfigResponse(config=pb.ModelConfig(**self.api.model(request.name, request.version).config()))
 
-    def _infer(self, request, call: Call):
-        api = self.api
-        api.check_model(request.model_name, request.model_version)
+    def infer(self, request, call: Call):
+        """One ModelInferRequest, unary or on a stream."""
+        model = self.api.model(request.model_name, request.model_version)
         with self.gate.serving(call) as stats:
             parsed = parse_grpc(request)
-            outputs = api.infer(parsed, stats)
-        return encode_grpc(pb.ModelInferResponse(), parsed, api.name, api.version, outputs)
+            outputs = model.infer(parsed, stats)
+        return encode_grpc(pb.ModelInferResponse(), parsed, model.name, model.version, outputs)
+
+    @staticmethod
+    def decode(message, raw: bytes):
+        try:
+            return message.FromString(raw)
+        except DecodeError:
+            raise invalid(f"the {message.DESCRIPTOR.name} message does not decode") from None
 
     def serve(self, method: str, raw: bytes, context: grpc.ServicerContext):
         message, op, answer = self.rpcs[method]
-        metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
+        metadata = metadata_of(context)
         endpoint = f"grpc:{method}"
         call = self.gate.begin(
             endpoint, endpoint, "POST", metadata.get("x-request-id"), metadata.get("x-real-ip"), len(raw)
@@ -112,11 +94,7 @@ class Servicer:
         try:
             context.send_initial_metadata((("x-request-id", call.request_id),))
             self.gate.authorize(op, presented_key(metadata.get))  # before the message is decoded
-            try:
-                request = message.FromString(raw)
-            except DecodeError:
-                raise invalid(f"the {message.DESCRIPTOR.name} message does not decode") from None
-            response = answer(request, call)
+            response = answer(self.decode(message, raw), call)
             code = SC.OK
             return response
         except ServiceError as exc:
@@ -139,7 +117,15 @@ class Servicer:
                 response_serializer=lambda response: response.SerializeToString(),
             )
 
-        return grpc.method_handlers_generic_handler(SERVICE, {method: unary(method) for method in self.rpcs})
+        handlers = {method: unary(method) for method in self.rpcs}
+        handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+            self.streams, request_deserializer=None, response_serializer=lambda r: r.SerializeToString()
+        )
+        return grpc.method_handlers_generic_handler(SERVICE, handlers)
+
+
+def metadata_of(context: grpc.ServicerContext) -> dict[str, str]:
+    return {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
 
 
 def start(api: OIP, gate: Gate, bind: str, threads: int, max_message: int) -> grpc.Server:
@@ -153,7 +139,9 @@ def start(api: OIP, gate: Gate, bind: str, threads: int, max_message: int) -> gr
             ("grpc.max_send_message_length", max_message),
         ],
     )
-    server.add_generic_rpc_handlers((Servicer(api, gate).handler(),))
+    # Each open stream holds an RPC thread for its life: a quarter of them at most, so streams
+    # can't starve unary calls.
+    server.add_generic_rpc_handlers((Servicer(api, gate, max(1, threads // 4)).handler(),))
     if server.add_insecure_port(bind) == 0:
         raise OSError(f"gRPC could not bind {bind} (GRPC_BIND)")
     server.start()

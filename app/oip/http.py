@@ -50,15 +50,14 @@ def ready():
 @bp.get(VERSIONED)
 @operation(Operation.DESCRIBE)
 def model_metadata(name: str, version: str = ""):
-    oip().check_model(name, version)
-    return jsonify(oip().model_metadata())
+    return jsonify(oip().model(name, version).metadata())
 
 
 @bp.get(MODEL + "/ready")
 @bp.get(VERSIONED + "/ready")
 @operation(Operation.PROBE)
 def model_ready(name: str, version: str = ""):
-    oip().check_model(name, version)
+    oip().model(name, version)
     return ready()
 
 
@@ -66,20 +65,18 @@ def model_ready(name: str, version: str = ""):
 @bp.get(VERSIONED + "/config")
 @operation(Operation.DESCRIBE)
 def model_config(name: str, version: str = ""):
-    oip().check_model(name, version)
-    return jsonify(oip().model_config())
+    return jsonify(oip().model(name, version).config())
 
 
 @bp.post(MODEL + "/infer")
 @bp.post(VERSIONED + "/infer")
 @operation(Operation.PREDICT)
 def infer(name: str, version: str = ""):
-    api = oip()
-    api.check_model(name, version)
+    model = oip().model(name, version)
     with gate().serving(g.call) as stats:  # admitted (or refused) before the body is read
         parsed = parse_http(request.get_data(cache=False), request.headers.get("Inference-Header-Content-Length"))
-        outputs = api.infer(parsed, stats)
-    body, header_length = encode_http(parsed, api.name, api.version, outputs)
+        outputs = model.infer(parsed, stats)
+    body, header_length = encode_http(parsed, model.name, model.version, outputs)
     if header_length is None:
         return Response(body, mimetype="application/json")
     response = Response(body, mimetype="application/octet-stream")

@@ -16,7 +16,7 @@ import numpy as np
 
 from app.core.errors import invalid
 from app.core.safejson import load_json
-from app.oip.codec import InferRequest, Tensor, from_schema, raw_output, raw_tensor
+from app.oip.codec import DATATYPES, InferRequest, Tensor, from_schema, raw_output, raw_tensor
 from app.oip.schema import RequestInput, validate
 
 
@@ -50,7 +50,13 @@ def _json_input(item: RequestInput, binary: memoryview, at: int) -> tuple[Tensor
         if len(values) != len(flat):
             raise invalid(f"input {name!r}: UINT8 data must be integers 0-255")
         return Tensor(name, datatype, shape, np.array(values, dtype=np.uint8)), at
-    raise invalid(f"input {name!r} has datatype {datatype}; send BYTES (encoded images) or UINT8 (one file)")
+    if datatype == "FP32":
+        if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in flat):
+            raise invalid(f"input {name!r}: FP32 data must be numbers")
+        with np.errstate(over="ignore"):  # 1e39 becomes inf, which the model refuses by name
+            data = np.array([float(x) for x in flat], dtype=np.float64).astype(np.float32)
+        return Tensor(name, datatype, shape, data), at
+    raise invalid(f"input {name!r} has datatype {datatype}; send {DATATYPES}")
 
 
 def parse_http(body: bytes, header_length: str | None) -> InferRequest:
