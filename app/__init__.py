@@ -62,6 +62,7 @@ def _build(cfg: Config) -> Flask:
     from app.oip import http as oip_http
     from app.oip.dataplane import OIP
     from app.telemetry import metrics
+    from app.torchserve import http as torchserve_http
 
     cfg = native_precision(cfg)
     app = Flask(__name__, static_folder=None)  # the one page is served by routes.index
@@ -85,6 +86,7 @@ def _build(cfg: Config) -> Flask:
     hooks.init_app(app)
     routes.init_app(app)
     oip_http.init_app(app, OIP(classifier))  # the /v2 routes: a second door onto the same model
+    torchserve_http.init_app(app)  # /predictions, /ping, /models: TorchServe's API, a third door
     if not cfg.defer_start:
         classifier.start()
     return app

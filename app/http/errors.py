@@ -41,11 +41,21 @@ def oip_shape(code: str, message: str, rid: str) -> dict:
     return {"error": message}
 
 
+# A path's first segment -> the shape of the door that owns it. A door outside app.http
+# (app.torchserve) adds its own with `claim`, so that app.http never imports it.
+_OWNERS: dict[str, Shape] = {"v2": oip_shape}
+
+
+def claim(segments: tuple[str, ...], shape: Shape) -> None:
+    for segment in segments:
+        _OWNERS[segment] = shape
+
+
 def by_path(code: str, message: str, rid: str) -> dict:
-    """The app-wide default: a 404/405 under /v2 matched no OIP route, so no blueprint's
-    handler answers it; it still gets the protocol's shape."""
-    under_v2 = request.path == "/v2" or request.path.startswith("/v2/")
-    return (oip_shape if under_v2 else seed_shape)(code, message, rid)
+    """The app-wide default: a 404/405 under a door's paths (/v2, or a claimed segment) matched
+    none of its routes, so no blueprint's handler answers it; it still gets that door's shape."""
+    segment = request.path.split("/")[1]  # "/v2/models" -> "v2"; "//v2" -> "": the seed's
+    return _OWNERS.get(segment, seed_shape)(code, message, rid)
 
 
 def current_id() -> str:
