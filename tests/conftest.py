@@ -148,7 +148,7 @@ def need(tools: tuple[str, ...], why: str) -> None:
     if os.geteuid() != 0:
         absent.append("root")
     if absent:
-        missing(f"{why} needs {', '.join(absent)} (make install installs them as root)")
+        missing(f"{why} needs {', '.join(absent)} (make test installs them as root)")
 
 
 @pytest.fixture(scope="session")

@@ -33,7 +33,7 @@ PASSWORD = "cache-test-secret-9f2"
 @pytest.fixture(scope="module")
 def redis_port(tmp_path_factory):
     if shutil.which("redis-server") is None:
-        missing("the result cache tests need redis-server (make install installs it)")
+        missing("the result cache tests need redis-server (make test installs it)")
     port = free_port()
     proc = start_redis(tmp_path_factory.mktemp("redis"), port, "--requirepass", PASSWORD)
     yield port
@@ -275,7 +275,7 @@ def test_a_planted_pickle_is_ignored_counted_and_replaced(cached_app, store, jpe
 def tls_redis(tmp_path_factory):
     """redis-server with TLS only and a password, its certificate signed by a CA made here."""
     if shutil.which("redis-server") is None or shutil.which("openssl") is None:
-        missing("the TLS cache test needs redis-server and openssl (make install installs them)")
+        missing("the TLS cache test needs redis-server and openssl (make test installs them)")
     d = tmp_path_factory.mktemp("tls")
     run = lambda *a: subprocess.run(["openssl", *a], cwd=d, check=True, capture_output=True)  # noqa: E731
     run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",

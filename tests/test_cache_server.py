@@ -38,7 +38,7 @@ class Redis:
 @pytest.fixture(scope="module")
 def redis_server(tmp_path_factory):
     if shutil.which("redis-server") is None:
-        missing("the result cache tests need redis-server (make install installs it)")
+        missing("the result cache tests need redis-server (make test installs it)")
     server = Redis(tmp_path_factory.mktemp("redis"))
     yield server
     stop(server.proc)

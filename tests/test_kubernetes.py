@@ -29,7 +29,7 @@ POD = "classifier-pod-0"  # podman kube play's name for the Deployment's one pod
 
 def need(path) -> None:
     if not path.exists() or shutil.which("kubectl") is None:
-        missing(f"{path} or kubectl is missing: scripts/install_tools.sh (make install) installs the validators")
+        missing(f"{path} or kubectl is missing: scripts/install_tools.sh (make test) installs the validators")
 
 
 def render(target: str) -> str:

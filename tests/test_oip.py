@@ -25,7 +25,7 @@ CLIENTS = ROOT / ".venv-clients" / "bin"
 
 def need_clients() -> None:
     if not (CLIENTS / "python").exists() or not (CLIENTS / "perf_analyzer").exists():
-        missing("the Triton clients are missing: run scripts/install_tools.sh (make install does)")
+        missing("the Triton clients are missing: run scripts/install_tools.sh (make test does)")
 
 
 @pytest.fixture(scope="module")

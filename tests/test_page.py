@@ -21,7 +21,7 @@ CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 @pytest.fixture(scope="module")
 def browser():
     if not (shutil.which(CHROMIUM) and shutil.which(DRIVER)):
-        pytest.fail("chromium and chromium-driver are missing: run `make install` (scripts/install_system.sh)")
+        pytest.fail("chromium and chromium-driver are missing: run `make test` (scripts/install_system.sh test)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,900"):
