@@ -9,11 +9,13 @@ from __future__ import annotations
 import base64
 import json
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
 import requests
 
+from app.core.guard import SAFE_ID
 from app.oip.grpc_server import SERVICE, pb
 
 INFER = "/v2/models/classifier/infer"
@@ -106,15 +108,23 @@ class Doors:
             item.shape.extend([len(blobs), 1])
             msg.raw_input_contents.append(framed(*blobs))
             return self.rpc("ModelInfer", msg.SerializeToString())
+        if door in SENDERS:
+            return SENDERS[door](self, blobs)
         raise ValueError(door)
 
 
 DOORS = ["seed-multipart", "seed-raw", "seed-json", "oip-json", "oip-binary", "grpc"]
 BATCH_DOORS = [d for d in DOORS if d != "seed-raw"]
+# Doors added later, each in its own section at the end: how to send to it, how it refuses.
+SENDERS: dict[str, Callable[[Doors, list[bytes]], Answer]] = {}
+SHAPES: dict[str, Callable[[Answer], None]] = {}
 
 
 def refused_in_shape(door: str, answer: Answer) -> None:
     """A 4xx (or a client-error gRPC code) in the door's own error shape, never a 5xx."""
+    if door in SHAPES:
+        SHAPES[door](answer)
+        return
     if door == "grpc":
         assert answer.status in {c.name for c in CLIENT_CODES}, (answer.status, answer.body)
         assert isinstance(answer.body, str) and answer.body and "Traceback" not in answer.body
@@ -132,3 +142,32 @@ def refused_in_shape(door: str, answer: Answer) -> None:
 def ok_or_refused(door: str, answer: Answer) -> None:
     if answer.status not in (200, "OK"):
         refused_in_shape(door, answer)
+
+
+# --- TorchServe's inference API (app/torchserve) ----------------------------------------------
+
+TORCHSERVE = "/predictions/classifier"
+
+
+def _torchserve(form: bool) -> Callable[[Doors, list[bytes]], Answer]:
+    """The image as the body (curl -T), or a form part 'data' (curl -F data=@...)."""
+
+    def send(doors: Doors, blobs: list[bytes]) -> Answer:
+        (blob,) = blobs  # its image classifier takes one file per request: in no BATCH_DOORS
+        if form:
+            return _http("POST", doors.http + TORCHSERVE, files={"data": ("0.jpg", blob)}, headers=doors.headers())
+        return _http("PUT", doors.http + TORCHSERVE, data=blob, headers=doors.headers())
+
+    return send
+
+
+def _torchserve_refused(answer: Answer) -> None:
+    assert 400 <= answer.status < 500, (answer.status, answer.body)
+    assert isinstance(answer.body, dict) and set(answer.body) == {"code", "type", "message"}, answer.body
+    assert answer.body["code"] == answer.status and answer.body["type"].endswith("Exception"), answer.body
+    assert SAFE_ID.fullmatch(answer.headers["X-Request-ID"]) and "Traceback" not in json.dumps(answer.body)
+
+
+for _door, _form in (("torchserve-raw", False), ("torchserve-form", True)):
+    SENDERS[_door], SHAPES[_door] = _torchserve(_form), _torchserve_refused
+    DOORS.append(_door)

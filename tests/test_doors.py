@@ -451,3 +451,38 @@ def test_the_gate_counts_and_logs_every_door_alike(stack, doors):
     lines = [json.loads(line) for line in stack["log"].read_text().splitlines() if line.startswith('{"ts"')]
     paths = {line["path"] for line in lines if line.get("msg") == "request"}
     assert {"grpc:ModelInfer", "/model_predict", INFER} <= paths
+
+
+# --- TorchServe's inference API (app/torchserve) ----------------------------------------------
+# Its door forms (raw body, form part 'data') are in DOORS, so the matrix above covers them.
+
+# (method, path, needs the key): predictions and the per-worker description need it, the
+# probe and the model list stay open (app/torchserve/http.py says why).
+TORCHSERVE_ROUTES = [
+    ("PUT", "/predictions/classifier", True),
+    ("POST", "/predictions/classifier", True),
+    ("GET", "/models/classifier", True),
+    ("GET", "/ping", False),
+    ("GET", "/models", False),
+]
+
+
+@pytest.mark.parametrize("key", KEYS)
+@pytest.mark.parametrize(
+    ("method", "path", "protected"), TORCHSERVE_ROUTES, ids=[f"{m} {p}" for m, p, _ in TORCHSERVE_ROUTES]
+)
+def test_every_torchserve_route_with_and_without_the_key(stack, method, path, protected, key):
+    headers = {"X-API-Key": KEYS[key]} if KEYS[key] else {}
+    data = JPEG if path.startswith("/predictions") else None
+    r = requests.request(method, stack["http"] + path, data=data, headers=headers, timeout=60)
+    if protected and key != "right":
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer"), r.text
+        assert r.json()["type"] == "InvalidKeyException"
+    else:
+        assert r.status_code == 200, r.text[:300]
+
+
+def test_the_gate_counts_torchserve_like_every_door(stack, doors):
+    requests.put(stack["http"] + "/predictions/classifier", data=JPEG, timeout=60)  # no key: 401
+    text = requests.get(stack["http"] + "/metrics", headers=doors.headers(), timeout=10).text
+    assert 'endpoint="/predictions/<model>",status="401"' in text
