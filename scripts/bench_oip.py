@@ -1,11 +1,14 @@
-"""The Open Inference Protocol rows of `make bench`: HTTP binary and gRPC beside /model_predict.
+"""The other doors' rows of `make bench`: OIP HTTP binary and gRPC, and TorchServe's
+/predictions, beside /model_predict.
 
 One stack (gunicorn_conf.py with its per-worker gRPC listeners, behind the repo's nginx), the
 same web JPEG, c=8, in alternating rounds: ab multipart /model_predict, then perf_analyzer
 over HTTP (binary tensor extension, its default) and over gRPC, through nginx's :8999 and
-:8001 listeners. Goal: OIP within 5% of /model_predict's throughput.
+:8001 listeners, then ab posting the image as the body of TorchServe's /predictions/{model}
+(as `curl -X POST -T` does). Goal: every door within 5% of /model_predict's throughput.
 
-    python -m scripts.bench_oip IMAGE.jpg      # this part alone
+    python -m scripts.bench_oip IMAGE.jpg            # this part alone
+    python -m scripts.bench_oip IMAGE.jpg 1 3        # a smoke run: 1 round of 3 s per door
 """
 
 from __future__ import annotations
@@ -27,12 +30,12 @@ PERF_ANALYZER = ROOT / ".venv-clients" / "bin" / "perf_analyzer"
 ROUNDS, SECONDS, CONCURRENCY = 3, 6, 8
 
 
-def perf_analyzer(protocol: str, url: str, data: Path) -> dict:
-    # Three windows of SECONDS / 3 (perf_analyzer needs three to call a measurement stable;
+def perf_analyzer(protocol: str, url: str, data: Path, seconds: int = SECONDS) -> dict:
+    # Three windows of seconds / 3 (perf_analyzer needs three to call a measurement stable;
     # 100% accepts any three), so both tools measure for the same time.
     out = subprocess.run(
         [str(PERF_ANALYZER), "-m", "classifier", "-u", url, "-i", protocol, "--input-data", str(data),
-         "--concurrency-range", str(CONCURRENCY), "--measurement-interval", str(SECONDS * 1000 // 3),
+         "--concurrency-range", str(CONCURRENCY), "--measurement-interval", str(seconds * 1000 // 3),
          "--stability-percentage", "100", "--max-trials", "3"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -44,8 +47,23 @@ def perf_analyzer(protocol: str, url: str, data: Path) -> dict:
     return {"rps": rps, "p50": p50}
 
 
-def run(image: Path, tmp: Path, ab) -> dict:
-    """Medians of ROUNDS alternating runs; `ab(url, image, c, seconds, warm_first)` from scripts.loadgen."""
+def ab_body(url: str, image: Path, seconds: int = SECONDS) -> dict:
+    """ab POSTing the image as the whole body to TorchServe's route, plain HTTP/1.0 like the
+    /model_predict row; a run with errors raises, so a broken door can't pass for a fast one."""
+    out = subprocess.run(
+        ["ab", "-r", "-l", "-n", "1000000", "-c", str(CONCURRENCY), "-t", str(seconds), "-p", str(image),
+         "-T", "image/jpeg", url + "/predictions/classifier"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    bad = sum(int(m) for m in re.findall(r"(?:Failed requests|Non-2xx responses):\s+(\d+)", out))
+    if bad:
+        raise RuntimeError(f"TorchServe door: {bad} failed or non-2xx answers at c={CONCURRENCY}")
+    rps = float(re.search(r"Requests per second:\s+([\d.]+)", out).group(1))
+    return {"rps": rps, "p50": float(re.search(r"\n\s+50%\s+(\d+)", out).group(1))}
+
+
+def run(image: Path, tmp: Path, ab, rounds: int = ROUNDS, seconds: int = SECONDS) -> dict:
+    """Medians of `rounds` alternating runs; `ab(url, image, c, seconds, warm_first)` from scripts.loadgen."""
     blob = image.read_bytes()
     data = tmp / "oip-input.json"  # a BYTES element: base64 of its 4-byte length + the file
     data.write_text(
@@ -58,11 +76,12 @@ def run(image: Path, tmp: Path, ab) -> dict:
         nginx, url = start_nginx(tmp / "oip-nginx", [backend.removeprefix("http://")], (grpc_port, [grpc_backend]))
         try:
             ab(url, image, CONCURRENCY, 4, True)  # warm both workers
-            samples: dict[str, list[dict]] = {"model_predict": [], "oip_http": [], "oip_grpc": []}
-            for _ in range(ROUNDS):
-                samples["model_predict"].append(ab(url, image, CONCURRENCY, SECONDS, False))
-                samples["oip_http"].append(perf_analyzer("http", url.removeprefix("http://"), data))
-                samples["oip_grpc"].append(perf_analyzer("grpc", f"127.0.0.1:{grpc_port}", data))
+            samples: dict[str, list[dict]] = {"model_predict": [], "oip_http": [], "oip_grpc": [], "torchserve": []}
+            for _ in range(rounds):
+                samples["model_predict"].append(ab(url, image, CONCURRENCY, seconds, False))
+                samples["oip_http"].append(perf_analyzer("http", url.removeprefix("http://"), data, seconds))
+                samples["oip_grpc"].append(perf_analyzer("grpc", f"127.0.0.1:{grpc_port}", data, seconds))
+                samples["torchserve"].append(ab_body(url, image, seconds))
         finally:
             stop(nginx)
     finally:
@@ -77,7 +96,8 @@ def report(oip: dict) -> list[str]:
     base = oip["medians"]["model_predict"]["rps"]
     lines = [
         "",
-        f"## Open Inference Protocol: ResNet-18 fp32, web JPEG, c={CONCURRENCY}, {ROUNDS} alternating rounds",
+        f"## Open Inference Protocol and TorchServe: ResNet-18 fp32, web JPEG, c={CONCURRENCY}, "
+        f"{len(oip['samples']['model_predict'])} alternating rounds",
         "",
         "| front door | req/s (median) | p50 ms | vs /model_predict |",
         "|---|---|---|---|",
@@ -86,6 +106,7 @@ def report(oip: dict) -> list[str]:
         ("model_predict", "/model_predict (ab, multipart)"),
         ("oip_http", "OIP HTTP binary (perf_analyzer)"),
         ("oip_grpc", "OIP gRPC via nginx :8001 (perf_analyzer)"),
+        ("torchserve", "TorchServe /predictions (ab, image as the body)"),
     ):
         m = oip["medians"][name]
         lines.append(f"| {label} | {m['rps']:.1f} | {m['p50']:.0f} | {m['rps'] / base:.0%} |")
@@ -93,6 +114,7 @@ def report(oip: dict) -> list[str]:
 
 
 if __name__ == "__main__":
-    result = run(Path(sys.argv[1]), Path(tempfile.mkdtemp(prefix="bench-oip-")), ab)
+    rounds, seconds = (int(arg) for arg in sys.argv[2:4]) if len(sys.argv) > 3 else (ROUNDS, SECONDS)
+    result = run(Path(sys.argv[1]), Path(tempfile.mkdtemp(prefix="bench-oip-")), ab, rounds, seconds)
     print(json.dumps(result["samples"]))
     print("\n".join(report(result)))
