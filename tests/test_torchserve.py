@@ -237,6 +237,7 @@ HOSTILE = {  # name: (method, path, requests kwargs, status, TorchServe type)
     "form-data-and-body": ("POST", PREDICT, form(("data", JPEG), ("body", JPEG)), 400, BAD),
     "form-text-field": ("POST", PREDICT, form(("data", None)), 400, BAD),
     "form-empty-file": ("POST", PREDICT, form(("data", b"")), 400, BAD),
+    "form-5000-byte-field-name": ("POST", PREDICT, form(("f" * 5000, JPEG)), 400, BAD),
     "form-no-boundary": (
         "POST",
         PREDICT,

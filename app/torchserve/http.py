@@ -49,8 +49,8 @@ def read_image(req: Request) -> bytes:
     texts = [name for name in FIELDS if name in req.form]
     if texts:
         raise invalid(f"the part {texts[0]!r} is a text field, not a file; {how}")
-    got = sorted({name for name in (*req.files, *req.form) if name})
-    raise invalid(f"no file part 'data' or 'body' in the form (got: {', '.join(got) or 'none'}); {how}")
+    got = ", ".join(sorted({name for name in (*req.files, *req.form) if name}))[:200]  # the client's names
+    raise invalid(f"no file part 'data' or 'body' in the form (got: {got or 'none'}); {how}")
 
 
 @bp.route("/predictions/<model>", methods=["POST", "PUT"])
