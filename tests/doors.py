@@ -171,3 +171,45 @@ def _torchserve_refused(answer: Answer) -> None:
 for _door, _form in (("torchserve-raw", False), ("torchserve-form", True)):
     SENDERS[_door], SHAPES[_door] = _torchserve(_form), _torchserve_refused
     DOORS.append(_door)
+
+
+# --- gRPC ModelStreamInfer (app/oip/grpc_stream.py) -------------------------------------------
+
+STREAM = f"/{SERVICE}/ModelStreamInfer"
+
+
+def stream(doors: Doors, messages: list[bytes], key=...) -> list[Answer]:
+    """Messages on one stream; each answer is OK, or the in-band error_message under the code
+    its grpc_status parameter names (a refused stream: its gRPC code)."""
+    call = doors.channel.stream_stream(STREAM, response_deserializer=pb.ModelStreamInferResponse.FromString)
+    try:
+        replies = list(call(iter(messages), metadata=doors.metadata(key), timeout=60))
+    except grpc.RpcError as exc:
+        return [Answer(exc.code().name, exc.details(), {})]
+    return [
+        Answer(r.infer_response.parameters["grpc_status"].string_param, r.error_message, {})
+        if r.error_message
+        else Answer("OK", r, {})
+        for r in replies
+    ]
+
+
+def _stream_send(doors: Doors, blobs: list[bytes]) -> Answer:
+    msg = pb.ModelInferRequest(model_name="classifier", id="matrix")
+    item = msg.inputs.add(name="image", datatype="BYTES")
+    item.shape.extend([len(blobs), 1])
+    msg.raw_input_contents.append(framed(*blobs))
+    (answer,) = stream(doors, [msg.SerializeToString()])
+    return answer
+
+
+def _stream_refused(answer: Answer) -> None:
+    """In-band, as Triton answers on a stream: an error_message with a client-error code."""
+    assert answer.status in {c.name for c in CLIENT_CODES}, (answer.status, answer.body)
+    assert isinstance(answer.body, str) and answer.body, answer.body
+    assert "internal server error" not in answer.body and "Traceback" not in answer.body
+
+
+SENDERS["grpc-stream"], SHAPES["grpc-stream"] = _stream_send, _stream_refused
+DOORS.append("grpc-stream")
+BATCH_DOORS.append("grpc-stream")

@@ -27,7 +27,7 @@ from scripts.hostile_inputs import (
     zip_bytes,
 )
 from tests.conftest import free_port, start_gunicorn, start_nginx, stop
-from tests.doors import BATCH_DOORS, CLIENT_CODES, DOORS, INFER, Doors, b64, framed, refused_in_shape
+from tests.doors import BATCH_DOORS, CLIENT_CODES, DOORS, INFER, Doors, b64, framed, refused_in_shape, stream
 
 KEY = "door-key-" + "x" * 24
 
@@ -486,3 +486,60 @@ def test_the_gate_counts_torchserve_like_every_door(stack, doors):
     requests.put(stack["http"] + "/predictions/classifier", data=JPEG, timeout=60)  # no key: 401
     text = requests.get(stack["http"] + "/metrics", headers=doors.headers(), timeout=10).text
     assert 'endpoint="/predictions/<model>",status="401"' in text
+
+
+# --- the tensor model and gRPC streaming (app/oip/models.py, app/oip/grpc_stream.py) ----------
+# The stream is in DOORS and BATCH_DOORS, so the image matrix above covers it.
+
+TENSOR_ROUTES = [
+    ("GET", "/v2/models/classifier_tensor", False),
+    ("GET", "/v2/models/classifier_tensor/ready", False),
+    ("GET", "/v2/models/classifier_tensor/config", False),
+    ("POST", "/v2/models/classifier_tensor/infer", True),
+]
+
+
+def _pixels_body() -> tuple[bytes, dict]:
+    tail = bytes(4 * 3 * 224 * 224)  # zeros: black pixels
+    head = {"inputs": [{"name": "pixels", "datatype": "FP32", "shape": [1, 3, 224, 224],
+                        "parameters": {"binary_data_size": len(tail)}}]}  # fmt: skip
+    text = json.dumps(head).encode()
+    return text + tail, {"Inference-Header-Content-Length": str(len(text))}
+
+
+@pytest.mark.parametrize("key", KEYS)
+@pytest.mark.parametrize(("method", "path", "protected"), TENSOR_ROUTES, ids=[f"{m} {p}" for m, p, _ in TENSOR_ROUTES])
+def test_every_tensor_route_with_and_without_the_key(stack, method, path, protected, key):
+    body, headers = _pixels_body() if method == "POST" else (None, {})
+    headers = {**headers, **({"X-API-Key": KEYS[key]} if KEYS[key] else {})}
+    r = requests.request(method, stack["http"] + path, data=body, headers=headers, timeout=60)
+    if protected and key != "right":
+        assert r.status_code == 401 and set(r.json()) == {"error"}, r.text
+    else:
+        assert r.status_code == 200, r.text[:300]
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_a_stream_with_and_without_the_key(doors, key):
+    answers = stream(doors, [_infer(), _infer()], key=KEYS[key])
+    if key == "right":
+        assert [a.status for a in answers] == ["OK", "OK"]
+    else:
+        assert [a.status for a in answers] == ["UNAUTHENTICATED"], answers
+
+
+def test_an_unauthenticated_stream_is_refused_before_any_message_is_read(doors):
+    assert [a.status for a in stream(doors, [b"\xff garbage"], key=None)] == ["UNAUTHENTICATED"]
+
+
+def test_garbage_on_a_stream_is_answered_in_band_and_the_stream_goes_on(doors):
+    answers = stream(doors, [b"\xff garbage", _infer()])
+    assert answers[0].status == "INVALID_ARGUMENT" and "does not decode" in answers[0].body
+    assert answers[1].status == "OK"
+
+
+def test_the_gate_counts_stream_messages_like_every_door(stack, doors):
+    text = requests.get(stack["http"] + "/metrics", headers=doors.headers(), timeout=10).text
+    assert 'endpoint="grpc:ModelStreamInfer",status="OK"' in text
+    assert 'endpoint="grpc:ModelStreamInfer",status="UNAUTHENTICATED"' in text
+    assert 'endpoint="grpc:ModelStreamInfer",status="INVALID_ARGUMENT"' in text

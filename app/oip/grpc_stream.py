@@ -99,5 +99,9 @@ class Streams:
             logger.exception("unhandled error in gRPC ModelStreamInfer, request %s", call.request_id)
         finally:
             gate.end(call, code.name)
-        # The error, in-band: the client's callback gets it with the request's id.
-        return pb.ModelStreamInferResponse(error_message=message, infer_response=pb.ModelInferResponse(id=request_id))
+        # The error, in-band: the client's callback gets it with the request's id. Its status
+        # code rides in a parameter too (Triton's stream has none), so a client can tell a
+        # refusal to retry (UNAVAILABLE) from a bad request.
+        response = pb.ModelInferResponse(id=request_id)
+        response.parameters["grpc_status"].string_param = code.name
+        return pb.ModelStreamInferResponse(error_message=message, infer_response=response)
