@@ -1,5 +1,5 @@
-"""The other doors' rows of `make bench`: OIP HTTP binary and gRPC, and TorchServe's
-/predictions, beside /model_predict.
+"""The other doors' rows of `make bench`: OIP HTTP binary, gRPC and gRPC streaming, TorchServe's
+/predictions, and the tensor model, beside /model_predict.
 
 One stack (gunicorn_conf.py with its per-worker gRPC listeners, behind the repo's nginx), the
 same web JPEG, c=8, in alternating rounds: ab multipart /model_predict, then perf_analyzer
@@ -28,15 +28,35 @@ from scripts.procs import ROOT, free_port, start_gunicorn, start_nginx, stop
 
 PERF_ANALYZER = ROOT / ".venv-clients" / "bin" / "perf_analyzer"
 ROUNDS, SECONDS, CONCURRENCY = 3, 6, 8
+ROWS = (
+    ("model_predict", "/model_predict (ab, multipart)"),
+    ("oip_http", "OIP HTTP binary (perf_analyzer)"),
+    ("oip_grpc", "OIP gRPC via nginx :8001 (perf_analyzer)"),
+    ("oip_stream", "OIP gRPC ModelStreamInfer (perf_analyzer --streaming)"),
+    ("torchserve", "TorchServe /predictions (ab, image as the body)"),
+    # Not an image door: the client decoded and resized (no decode here), 600 KB a request.
+    ("tensor_grpc", "OIP gRPC classifier_tensor, FP32 pixels (perf_analyzer)"),
+)
 
 
-def perf_analyzer(protocol: str, url: str, data: Path, seconds: int = SECONDS) -> dict:
+def client_pixels(image: Path) -> list[float]:
+    """image_client.py's preprocessing: the whole image resized to 224x224, RGB 0-255, CHW."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(image).convert("RGB").resize((224, 224), Image.Resampling.BILINEAR))
+    return np.transpose(pixels, (2, 0, 1)).astype(np.float32).ravel().tolist()
+
+
+def perf_analyzer(
+    protocol: str, url: str, data: Path, seconds: int = SECONDS, model: str = "classifier", *extra
+) -> dict:
     # Three windows of seconds / 3 (perf_analyzer needs three to call a measurement stable;
     # 100% accepts any three), so both tools measure for the same time.
     out = subprocess.run(
-        [str(PERF_ANALYZER), "-m", "classifier", "-u", url, "-i", protocol, "--input-data", str(data),
+        [str(PERF_ANALYZER), "-m", model, "-u", url, "-i", protocol, "--input-data", str(data),
          "--concurrency-range", str(CONCURRENCY), "--measurement-interval", str(seconds * 1000 // 3),
-         "--stability-percentage", "100", "--max-trials", "3"],
+         "--stability-percentage", "100", "--max-trials", "3", *extra],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     if out.returncode != 0:
@@ -69,6 +89,8 @@ def run(image: Path, tmp: Path, ab, rounds: int = ROUNDS, seconds: int = SECONDS
     data.write_text(
         json.dumps({"data": [{"image": {"b64": base64.b64encode(struct.pack("<I", len(blob)) + blob).decode()}}]})
     )
+    pixels = tmp / "tensor-input.json"  # the same image as image_client.py sends it: 224x224 FP32 0-255 CHW
+    pixels.write_text(json.dumps({"data": [{"pixels": {"content": client_pixels(image), "shape": [3, 224, 224]}}]}))
     grpc_backend, grpc_port = f"127.0.0.1:{free_port()}", free_port()
     env = {"MODEL_ARCH": "resnet18", "MODEL_WEIGHTS": "random", "ACCESS_LOG": "/dev/null", "GRPC_BIND": grpc_backend}
     gunicorn, backend = start_gunicorn(env, tmp / "oip-gunicorn.log")
@@ -76,12 +98,17 @@ def run(image: Path, tmp: Path, ab, rounds: int = ROUNDS, seconds: int = SECONDS
         nginx, url = start_nginx(tmp / "oip-nginx", [backend.removeprefix("http://")], (grpc_port, [grpc_backend]))
         try:
             ab(url, image, CONCURRENCY, 4, True)  # warm both workers
-            samples: dict[str, list[dict]] = {"model_predict": [], "oip_http": [], "oip_grpc": [], "torchserve": []}
+            samples: dict[str, list[dict]] = {name: [] for name, _ in ROWS}
+            grpc_url = f"127.0.0.1:{grpc_port}"
             for _ in range(rounds):
                 samples["model_predict"].append(ab(url, image, CONCURRENCY, seconds, False))
                 samples["oip_http"].append(perf_analyzer("http", url.removeprefix("http://"), data, seconds))
-                samples["oip_grpc"].append(perf_analyzer("grpc", f"127.0.0.1:{grpc_port}", data, seconds))
+                samples["oip_grpc"].append(perf_analyzer("grpc", grpc_url, data, seconds))
+                samples["oip_stream"].append(
+                    perf_analyzer("grpc", grpc_url, data, seconds, "classifier", "--streaming")
+                )
                 samples["torchserve"].append(ab_body(url, image, seconds))
+                samples["tensor_grpc"].append(perf_analyzer("grpc", grpc_url, pixels, seconds, "classifier_tensor"))
         finally:
             stop(nginx)
     finally:
@@ -102,12 +129,7 @@ def report(oip: dict) -> list[str]:
         "| front door | req/s (median) | p50 ms | vs /model_predict |",
         "|---|---|---|---|",
     ]
-    for name, label in (
-        ("model_predict", "/model_predict (ab, multipart)"),
-        ("oip_http", "OIP HTTP binary (perf_analyzer)"),
-        ("oip_grpc", "OIP gRPC via nginx :8001 (perf_analyzer)"),
-        ("torchserve", "TorchServe /predictions (ab, image as the body)"),
-    ):
+    for name, label in ROWS:
         m = oip["medians"][name]
         lines.append(f"| {label} | {m['rps']:.1f} | {m['p50']:.0f} | {m['rps'] / base:.0%} |")
     return lines
