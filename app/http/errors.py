@@ -1,8 +1,10 @@
 """The HTTP edge's one error table: domain error kinds -> status, in each HTTP door's own shape.
 
 The seed API answers `{"status": 0, "error": <code>, "message": ..., "request_id": ...}`; the
-Open Inference Protocol answers `{"error": <message>}`. Both carry `X-Request-ID`. Anything
-unexpected is logged with its traceback under the request id and answered with a generic 500.
+Open Inference Protocol answers `{"error": <message>}`; a door outside this package (TorchServe's,
+app/torchserve) brings its own shape and claims its paths (`claim`). All carry `X-Request-ID`.
+Anything unexpected is logged with its traceback under the request id and answered with a
+generic 500.
 """
 
 from __future__ import annotations
