@@ -26,7 +26,8 @@ def _log_through_gunicorn() -> None:
 
 
 def create_app(config: Config | None = None) -> Flask:
-    """Build the app and load the model (on the CPU, no forward pass).
+    """Build the app and load the model on the CPU (its only forward passes: the graph trace and
+    its check at another batch size, app.model.infer).
 
     The model is started (threads, device, warm-up) here too, unless `defer_start` is set:
     gunicorn_conf.py sets it so that each worker starts its copy after fork.

@@ -149,3 +149,19 @@ def test_auto_with_no_agreeing_engine_serves_with_torch(caplog):
     with caplog.at_level(logging.WARNING):
         engine = build_engine(model, cfg, threads=1)
     assert isinstance(engine, TorchEngine) and "no engine agrees with torch fp32" in caplog.text
+
+
+def test_a_vit_is_built_for_the_configured_crop(tmp_path):
+    """A ViT fine-tuned at 384 px: CROP_SIZE sizes its position embedding, so its checkpoint
+    loads and the graph is traced at that size."""
+    from app.model.loading import load_model
+
+    a = resolve("vit_b_16")
+    torch.save(a.build(5, 384).state_dict(), tmp_path / "vit384.pth")
+    cfg = Config(
+        model_arch="vit_b_16", model_weights=str(tmp_path / "vit384.pth"), crop_size=384, resize_size=384, warmup=False
+    ).validated()
+    model = load_model(cfg)
+    with torch.inference_mode():
+        out = model.net(model.preprocess.normalize(torch.zeros(2, 3, 384, 384, dtype=torch.uint8)))
+    assert model.preprocess.input_size == 384 and tuple(out.shape) == (2, 5)

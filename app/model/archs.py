@@ -19,6 +19,8 @@ from functools import cached_property
 
 import torch
 
+from app.config import ConfigError
+
 TIMM_PREFIX = "timm:"
 
 
@@ -40,29 +42,37 @@ class Published:
 
     version: str  # names them in every answer, e.g. IMAGENET1K_V1-f37072fd
     categories: list[str]
-    fetch: Callable[[str, bool], dict]  # (weights_dir, download allowed) -> state_dict
+    fetch: Callable[[str], dict]  # weights_dir -> state_dict, downloaded on the first start
 
 
 @dataclass(eq=False)
 class Arch:
     name: str  # as MODEL_ARCH spells it
-    build: Callable[[int], torch.nn.Module]  # class count -> network, randomly initialised
+    # (class count, input size or None for the preset's) -> network, randomly initialised. The
+    # size matters to fixed-size networks (a ViT's position embedding), not to CNNs.
+    build: Callable[..., torch.nn.Module]
     preset: Preset
     published: Published
 
     @cached_property
+    def _shapes(self) -> dict[str, torch.Size]:
+        return {k: v.shape for k, v in skeleton(self.build, 1000).items()}
+
+    @cached_property
     def keys(self) -> list[str]:
         """The state_dict's keys, in order."""
-        return list(skeleton(self.build, 1000))
+        return list(self._shapes)
 
     @cached_property
     def head(self) -> list[str]:
         """The keys whose shape follows the class count (an Inception's aux head included)."""
-        a, b = skeleton(self.build, 1000), skeleton(self.build, 7)
-        return [k for k in a if a[k].shape != b[k].shape]
+        other = skeleton(self.build, 7)
+        return [k for k, shape in self._shapes.items() if other[k].shape != shape]
 
     def num_classes(self, state: dict[str, torch.Tensor]) -> int:
         """A state_dict's class count: the first dimension of its last head tensor."""
+        if self.head[-1] not in state:  # e.g. a timm feature extractor, published without a head
+            raise ConfigError(f"the weights for MODEL_ARCH={self.name} have no classification head ({self.head[-1]})")
         return int(state[self.head[-1]].shape[0])
 
 

@@ -115,6 +115,6 @@ def strip_prefix(state: dict[str, torch.Tensor], reference: list[str], path: Pat
     else:
         detail = f"no key ends with {anchor!r}; its keys look like {sorted(state)[:3]}"
     raise ConfigError(
-        f"{path} doesn't hold a torchvision {arch}: {detail}. "
+        f"{path} doesn't hold a {arch}: {detail}. "
         "Set MODEL_ARCH to the architecture it was trained as (python -m app.model.weights list names them)"
     )

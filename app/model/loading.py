@@ -18,6 +18,7 @@ from app.model.preprocess import Preprocess, build_preprocess
 from app.model.weights import build_network, load_weights
 
 logger = logging.getLogger(__name__)
+OLD_DEFAULT = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")  # MODEL_ARCH's old choices
 
 
 @dataclass
@@ -65,6 +66,22 @@ def load_model(cfg: Config) -> LoadedModel:
     else:
         logger.warning("no MODEL_LABELS given: answering with class indices as labels")
         labels = [str(i) for i in range(loaded.num_classes)]
+    if (
+        cfg.model_arch in OLD_DEFAULT
+        and not cfg.resize_size
+        and loaded.source.startswith(("checkpoint:", "torchscript:"))
+    ):
+        # Before any architecture was served, a checkpoint got 256/224 bilinear whatever its
+        # ResNet; now it gets the architecture's preset, which for resnet50+ is V2's 232/224.
+        preset = loaded.arch.preset
+        if (preset.resize, preset.crop) != (256, 224):
+            logger.warning(
+                "checkpoint preprocessing is %s's preset, resize %d / crop %d (before, 256/224): "
+                "set RESIZE_SIZE=256 if it was fine-tuned with 256",
+                cfg.model_arch,
+                preset.resize,
+                preset.crop,
+            )
     untrained = loaded.untrained
     if untrained:
         logger.warning("MODEL_WEIGHTS=random: serving an UNTRAINED model (smoke-test mode)")

@@ -32,15 +32,26 @@ def timm_arch(configured: str, name: str) -> Arch:
         hint = f"; similar ones: {', '.join(near)}" if near else "; `timm.list_models()` names them"
         raise ConfigError(f"MODEL_ARCH={configured!r}: timm has no model {name!r}{hint}")
 
-    def build(num_classes: int) -> torch.nn.Module:
-        return timm.create_model(name, pretrained=False, num_classes=num_classes)
-
     with torch.device("meta"):
-        data = resolve_data_config({}, model=build(1000))
+        net = timm.create_model(name, pretrained=False)
+    data, tag = resolve_data_config({}, model=net), net.pretrained_cfg.get("tag") or "untagged"
+    crop = int(data["input_size"][-1])
+    if data["input_size"][-2] != crop:
+        raise ConfigError(
+            f"MODEL_ARCH={configured!r} takes {data['input_size'][1:]} inputs; only square ones are served"
+        )
+
+    def build(num_classes: int, size: int | None = None) -> torch.nn.Module:
+        if not size or size == crop:
+            return timm.create_model(name, pretrained=False, num_classes=num_classes)
+        try:  # fixed-size models (ViTs) take img_size; the others are size-free and refuse it
+            return timm.create_model(name, pretrained=False, num_classes=num_classes, img_size=size)
+        except TypeError:
+            return timm.create_model(name, pretrained=False, num_classes=num_classes)
+
     if data.get("crop_mode", "center") != "center":
         mode = data["crop_mode"]
         raise ConfigError(f"MODEL_ARCH={configured!r}: timm's crop mode {mode!r} isn't served (center only)")
-    crop = int(data["input_size"][-1])
     preset = Preset(
         math.floor(crop / data["crop_pct"]),
         crop,
@@ -50,10 +61,14 @@ def timm_arch(configured: str, name: str) -> Arch:
         f"timm pretrained_cfg of {name}",
     )
 
-    def fetch(weights_dir: str, download: bool) -> dict:
+    def fetch(weights_dir: str) -> dict:
+        from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
+
         try:
             net = timm.create_model(name, pretrained=True, cache_dir=str(Path(weights_dir) / "hf"))
-        except OSError as exc:  # no network, or no such file on the hub
+        # No network (OSError), no such file on the hub, or a name timm publishes no weights
+        # for ("No pretrained weights exist", a RuntimeError).
+        except (OSError, RuntimeError, EntryNotFoundError, HfHubHTTPError) as exc:
             raise ConfigError(
                 f"downloading {configured}'s published weights failed ({exc}); start once on a machine that "
                 "reaches huggingface.co and copy weights/hf here, or set MODEL_WEIGHTS=<checkpoint path>"
@@ -61,4 +76,7 @@ def timm_arch(configured: str, name: str) -> Arch:
         return net.state_dict()
 
     # ImageNet-1k's names; other label sets (in22k, ...) get MODEL_LABELS or indices (app.model.loading).
-    return Arch(configured, build, preset, Published(f"timm-{name}", ImageNetInfo().label_descriptions(), fetch))
+    # The version names the weights: the pretrained tag resolved and timm's release, whose
+    # default tag for a bare name can move.
+    version = f"{name.split('.')[0]}.{tag}-timm{timm.__version__}"
+    return Arch(configured, build, preset, Published(version, ImageNetInfo().label_descriptions(), fetch))

@@ -31,6 +31,11 @@ AS_PUBLISHED = {
 }
 
 
+# Networks built for one input size: torchvision sizes them from the weights it loads (vit_h_14's
+# default is 518 px), so without weights they must be told, the preset's crop or CROP_SIZE.
+SIZED = {"vit_": lambda size: {"image_size": size}, "maxvit_": lambda size: {"input_size": (size, size)}}
+
+
 def names() -> list[str]:
     return list_models(module=torchvision.models)  # classification only: not detection, video, ...
 
@@ -50,17 +55,14 @@ def tv_arch(name: str) -> Arch:
     resample = pil_modes_mapping[t.interpolation]
     preset = Preset(int(t.resize_size[0]), crop, resample, tuple(t.mean), tuple(t.std), str(weights))
     kwargs = AS_PUBLISHED.get(name, {})
+    sized = next((arg for prefix, arg in SIZED.items() if name.startswith(prefix)), None)
 
-    def build(num_classes: int) -> torch.nn.Module:
-        net = get_model(name, weights=None, num_classes=num_classes, **kwargs)
-        # A ViT's position embedding is sized for one input; the builder takes the size from
-        # the weights it loads (vit_h_14's default is 518 px), so without them it must be told.
-        if getattr(net, "image_size", crop) != crop:
-            net = get_model(name, weights=None, num_classes=num_classes, image_size=crop, **kwargs)
-        return net
+    def build(num_classes: int, size: int | None = None) -> torch.nn.Module:
+        extra = sized(size or crop) if sized else {}
+        return get_model(name, weights=None, num_classes=num_classes, **kwargs, **extra)
 
     version = f"{weights.name}-{Path(weights.url).stem.rsplit('-', 1)[-1]}"  # IMAGENET1K_V2-11ad3fa6: the file's hash
-    fetch = lambda weights_dir, download: fetch_imagenet(name, weights, weights_dir, download)  # noqa: E731
+    fetch = lambda weights_dir: fetch_imagenet(name, weights, weights_dir)  # noqa: E731
     return Arch(name, build, preset, Published(version, list(weights.meta["categories"]), fetch))
 
 
@@ -69,16 +71,10 @@ def cached_path(weights_dir: str, weights: WeightsEnum) -> Path:
     return Path(weights_dir) / "hub" / "checkpoints" / os.path.basename(weights.url)
 
 
-def fetch_imagenet(arch: str, weights: WeightsEnum, weights_dir: str, download: bool = True) -> dict:
-    path = cached_path(weights_dir, weights)
-    if not path.exists() and not download:
-        raise ConfigError(
-            f"ImageNet weights for {arch} are not cached at {path}; "
-            f"run `python -m app.model.weights fetch {arch}` on a machine with internet access"
-        )
+def fetch_imagenet(arch: str, weights: WeightsEnum, weights_dir: str) -> dict:
     os.environ["TORCH_HOME"] = weights_dir  # torch.hub resolves its cache from this
     try:
-        return weights.get_state_dict(progress=False)
+        return weights.get_state_dict(progress=False)  # the cached file when there is one
     except URLError as exc:  # no network, DNS, proxy: urllib's 40-line traceback says only that
         raise ConfigError(
             f"downloading ImageNet weights for {arch} from {weights.url} failed ({exc.reason}); "

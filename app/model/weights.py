@@ -55,7 +55,7 @@ def load_weights(cfg: Config) -> LoadedWeights:
         return LoadedWeights(arch, None, 1000, "random")
     if cfg.model_weights == "imagenet":
         published = arch.published
-        state = published.fetch(cfg.weights_dir, True)
+        state = published.fetch(cfg.weights_dir)
         classes = arch.num_classes(state)
         categories = published.categories if len(published.categories) == classes else None
         return LoadedWeights(arch, state, classes, f"imagenet:{arch.preset.source}", published.version, categories)
@@ -87,7 +87,7 @@ def _script_classes(script: torch.jit.ScriptModule, size: int) -> int:
 def build_network(cfg: Config, loaded: LoadedWeights) -> torch.nn.Module:
     if loaded.script is not None:
         return loaded.script  # the user's compiled model, served with the configured preprocessing
-    net = loaded.arch.build(loaded.num_classes)
+    net = loaded.arch.build(loaded.num_classes, cfg.crop_size or None)
     if loaded.state_dict is not None:
         try:
             net.load_state_dict(loaded.state_dict)
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         print("\n".join(names()))
         return
     arch = resolve(args.arch)
-    arch.published.fetch(args.dir, True)
+    arch.published.fetch(args.dir)
     print(f"{arch.name}: {arch.published.version} cached under {args.dir}")
 
 
