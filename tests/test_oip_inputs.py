@@ -283,3 +283,11 @@ def test_tensor_json_and_binary_agree(post):
     )
     assert as_json.status_code == as_binary.status_code == 200
     assert as_json.get_json()["outputs"][0]["data"] == as_binary.get_json()["outputs"][0]["data"]
+
+
+@pytest.mark.parametrize(
+    "path", ["/v2/models/" + "a" * 5000 + "/infer", "/v2/models/classifier/versions/" + "7" * 5000]
+)
+def test_a_client_chosen_name_is_cut_in_the_answer(client, path):
+    r = client.post(path, json={}) if path.endswith("/infer") else client.get(path)
+    assert r.status_code == 404 and len(r.get_json()["error"]) < 400

@@ -28,10 +28,12 @@ class OIP:
         model = self.models.get(name)
         if model is None:
             raise NotFound(
-                "unknown_model", f"unknown model {name!r}; this server serves {', '.join(map(repr, self.models))}"
+                "unknown_model", f"unknown model {name[:200]!r}; this server serves {', '.join(map(repr, self.models))}"
             )
         if version not in ("", model.version):
-            raise NotFound("unknown_version", f"model {name!r} has no version {version!r}; it has {model.version!r}")
+            raise NotFound(
+                "unknown_version", f"model {name!r} has no version {version[:200]!r}; it has {model.version!r}"
+            )
         return model
 
     def server_metadata(self) -> dict:

@@ -36,3 +36,8 @@ CODES = {
     Kind.NOT_READY: SC.UNAVAILABLE,
     Kind.INTERNAL: SC.INTERNAL,
 }
+
+
+def metadata_of(context: grpc.ServicerContext) -> dict[str, str]:
+    """A call's text metadata (keys arrive lowercase); binary entries are left out."""
+    return {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}

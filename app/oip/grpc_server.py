@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from concurrent import futures
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -25,11 +26,23 @@ from app.core.errors import ServiceError, invalid
 from app.core.guard import Call, Gate, Operation, presented_key
 from app.oip.dataplane import OIP
 from app.oip.grpc_codec import encode_grpc, parse_grpc
-from app.oip.grpc_proto import CODES, SC, SERVICE, pb
+from app.oip.grpc_proto import CODES, SC, SERVICE, metadata_of, pb
 from app.oip.grpc_stream import Streams
 
 logger = logging.getLogger(__name__)
 __all__ = ["SERVICE", "Servicer", "pb", "start"]  # tests and clients import the messages from here
+
+
+@dataclass
+class Outcome:
+    """What the gate made of one request: the response, or the code and message refusing it."""
+
+    request_id: str
+    code: grpc.StatusCode = SC.UNKNOWN  # until an answer or a mapped error says otherwise
+    message: str = ""
+    retry_after: int | None = None
+    request: object | None = None  # the decoded message, once it decoded
+    response: object | None = None
 
 
 class Servicer:
@@ -38,8 +51,7 @@ class Servicer:
     def __init__(self, api: OIP, gate: Gate, max_streams: int = 1):
         self.api, self.gate = api, gate
         clf = api.clf
-        # A stream reads ahead as many requests as one batch holds, so it can fill a batch alone.
-        self.streams = Streams(self, max_streams, clf.cfg.max_batch_size)
+        self.streams = Streams(self, max_streams)
         self.rpcs = {
             "ServerLive": (pb.ServerLiveRequest, Operation.PROBE, lambda r, c: pb.ServerLiveResponse(live=True)),
             "ServerReady": (
@@ -83,31 +95,40 @@ class Servicer:
         except DecodeError:
             raise invalid(f"the {message.DESCRIPTOR.name} message does not decode") from None
 
-    def serve(self, method: str, raw: bytes, context: grpc.ServicerContext):
-        message, op, answer = self.rpcs[method]
-        metadata = metadata_of(context)
-        endpoint = f"grpc:{method}"
+    def run(self, endpoint: str, metadata: dict, raw: bytes, rpc: tuple, started=None) -> Outcome:
+        """One request through the gate, whatever carries it (a unary RPC, a stream's message):
+        begin, the key for its operation (None: checked already, for the whole stream) before
+        the message is decoded, the answer, every error mapped by CODES, and end."""
+        message, op, answer = rpc
         call = self.gate.begin(
             endpoint, endpoint, "POST", metadata.get("x-request-id"), metadata.get("x-real-ip"), len(raw)
         )
-        code = SC.UNKNOWN  # until an answer or a mapped error says otherwise
+        out = Outcome(call.request_id)
         try:
-            context.send_initial_metadata((("x-request-id", call.request_id),))
-            self.gate.authorize(op, presented_key(metadata.get))  # before the message is decoded
-            response = answer(self.decode(message, raw), call)
-            code = SC.OK
-            return response
+            if started is not None:
+                started(call)
+            if op is not None:
+                self.gate.authorize(op, presented_key(metadata.get))
+            out.request = self.decode(message, raw)
+            out.response, out.code = answer(out.request, call), SC.OK
         except ServiceError as exc:
-            code = CODES[exc.kind]
-            if exc.retry_after is not None:
-                context.set_trailing_metadata((("retry-after", str(exc.retry_after)),))
-            context.abort(code, exc.message)
+            out.code, out.message, out.retry_after = CODES[exc.kind], exc.message, exc.retry_after
         except Exception:
-            code = SC.INTERNAL
-            logger.exception("unhandled error in gRPC %s, request %s", method, call.request_id)
-            context.abort(code, f"internal server error; request id {call.request_id}")
+            out.code, out.message = SC.INTERNAL, f"internal server error; request id {call.request_id}"
+            logger.exception("unhandled error in gRPC %s, request %s", endpoint, call.request_id)
         finally:
-            self.gate.end(call, code.name)
+            self.gate.end(call, out.code.name)
+        return out
+
+    def serve(self, method: str, raw: bytes, context: grpc.ServicerContext):
+        metadata = metadata_of(context)
+        initial = lambda call: context.send_initial_metadata((("x-request-id", call.request_id),))  # noqa: E731
+        out = self.run(f"grpc:{method}", metadata, raw, self.rpcs[method], initial)
+        if out.code is SC.OK:
+            return out.response
+        if out.retry_after is not None:
+            context.set_trailing_metadata((("retry-after", str(out.retry_after)),))
+        context.abort(out.code, out.message)
 
     def handler(self) -> grpc.GenericRpcHandler:
         def unary(method: str):
@@ -124,10 +145,6 @@ class Servicer:
         return grpc.method_handlers_generic_handler(SERVICE, handlers)
 
 
-def metadata_of(context: grpc.ServicerContext) -> dict[str, str]:
-    return {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
-
-
 def start(api: OIP, gate: Gate, bind: str, threads: int, max_message: int) -> grpc.Server:
     """A listener in this worker; several workers share `bind` through SO_REUSEPORT."""
     server = grpc.server(
@@ -140,7 +157,7 @@ def start(api: OIP, gate: Gate, bind: str, threads: int, max_message: int) -> gr
         ],
     )
     # Each open stream holds an RPC thread for its life: a quarter of them at most, so streams
-    # can't starve unary calls.
+    # can't starve unary calls, and their read-ahead (WINDOW each) is the unary bound again.
     server.add_generic_rpc_handlers((Servicer(api, gate, max(1, threads // 4)).handler(),))
     if server.add_insecure_port(bind) == 0:
         raise OSError(f"gRPC could not bind {bind} (GRPC_BIND)")

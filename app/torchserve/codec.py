@@ -71,9 +71,9 @@ def check_model(name: str, version: str, served: str, served_version: str, all_o
     """Refuse a model or version this server doesn't serve; `all_ok`: TorchServe's "all"
     (every version, in a description) is one too."""
     if name != served:
-        raise NotFound("unknown_model", f"Model not found: {name!r}; this server serves {served!r}")
+        raise NotFound("unknown_model", f"Model not found: {name[:200]!r}; this server serves {served!r}")
     if version not in ("", served_version) and not (all_ok and version == "all"):
-        raise NotFound(UNKNOWN_VERSION, f"model {name!r} has no version {version!r}; it has {served_version!r}")
+        raise NotFound(UNKNOWN_VERSION, f"model {name!r} has no version {version[:200]!r}; it has {served_version!r}")
 
 
 def prediction(result: dict) -> dict[str, float]:
