@@ -123,13 +123,17 @@ def test_a_model_the_trace_would_serve_wrongly_runs_eagerly(net, logged, caplog)
     assert not isinstance(out, torch.jit.ScriptModule) and logged in caplog.text
 
 
-def test_a_failed_openvino_conversion_serves_with_torch(caplog):
-    cfg = Config(model_arch="resnet18", model_weights="random", engine="openvino").validated()
+def engine_for(net: torch.nn.Module, **settings):
+    """The engine ENGINE picks for `net`, a 3-class model served with resnet18's preprocessing."""
+    cfg = Config(model_arch="resnet18", model_weights="random", **settings).validated()
     pre = build_preprocess(cfg, resolve("resnet18").preset)
-    info = {"untrained": True, "version": "random", "num_classes": 1000}
-    model = LoadedModel(Untraceable().eval(), [str(i) for i in range(3)], pre, info)
+    info = {"untrained": True, "version": "random", "num_classes": 3}
+    return build_engine(LoadedModel(net.eval(), [str(i) for i in range(3)], pre, info), cfg, threads=1)
+
+
+def test_a_failed_openvino_conversion_serves_with_torch(caplog):
     with caplog.at_level(logging.ERROR):
-        engine = build_engine(model, cfg, threads=1)
+        engine = engine_for(Untraceable(), engine="openvino")
     assert isinstance(engine, TorchEngine) and "OpenVINO can't convert resnet18" in caplog.text
 
 
@@ -142,12 +146,8 @@ class Broken(torch.nn.Module):
 
 def test_auto_with_no_agreeing_engine_serves_with_torch(caplog):
     """It used to crash the worker (max() of no engines) and so the server."""
-    cfg = Config(model_arch="resnet18", model_weights="random", engine="auto", max_batch_size=2).validated()
-    pre = build_preprocess(cfg, resolve("resnet18").preset)
-    info = {"untrained": True, "version": "random", "num_classes": 3}
-    model = LoadedModel(Broken().eval(), [str(i) for i in range(3)], pre, info)
     with caplog.at_level(logging.WARNING):
-        engine = build_engine(model, cfg, threads=1)
+        engine = engine_for(Broken(), engine="auto", max_batch_size=2)
     assert isinstance(engine, TorchEngine) and "no engine agrees with torch fp32" in caplog.text
 
 

@@ -21,7 +21,6 @@ class OIP:
         self.clf, self.name = clf, clf.cfg.model_name
         models = (ImageModel(clf, self.name), TensorModel(clf, f"{self.name}_tensor"))
         self.models = {model.name: model for model in models}
-        self.version = models[0].version
 
     def model(self, name: str, version: str = "") -> ImageModel | TensorModel:
         """The model a request names, or NotFound naming the ones there are."""

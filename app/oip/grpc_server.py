@@ -95,10 +95,11 @@ class Servicer:
         except DecodeError:
             raise invalid(f"the {message.DESCRIPTOR.name} message does not decode") from None
 
-    def run(self, endpoint: str, metadata: dict, raw: bytes, rpc: tuple, started=None) -> Outcome:
+    def run(self, endpoint: str, metadata: dict, raw: bytes, rpc: tuple, started=None, decoded=None) -> Outcome:
         """One request through the gate, whatever carries it (a unary RPC, a stream's message):
         begin, the key for its operation (None: checked already, for the whole stream) before
-        the message is decoded, the answer, every error mapped by CODES, and end."""
+        the message is decoded (unless the caller has, `decoded`), the answer, every error
+        mapped by CODES, and end."""
         message, op, answer = rpc
         call = self.gate.begin(
             endpoint, endpoint, "POST", metadata.get("x-request-id"), metadata.get("x-real-ip"), len(raw)
@@ -109,7 +110,7 @@ class Servicer:
                 started(call)
             if op is not None:
                 self.gate.authorize(op, presented_key(metadata.get))
-            out.request = self.decode(message, raw)
+            out.request = decoded if decoded is not None else self.decode(message, raw)
             out.response, out.code = answer(out.request, call), SC.OK
         except ServiceError as exc:
             out.code, out.message, out.retry_after = CODES[exc.kind], exc.message, exc.retry_after

@@ -59,17 +59,18 @@ class Images:
             self.cond.notify_all()
 
 
-def images_in(raw: bytes) -> int:
-    """How many images a message carries (its first input's batch dimension), for the budget;
-    a message that doesn't decode counts one (its answer is the decode error)."""
+def decoded(raw: bytes) -> tuple[object | None, int]:
+    """The message, decoded once for both the budget and the answer, and how many images it
+    carries (its first input's batch dimension); one that doesn't decode counts one, and its
+    answer is the decode error."""
     try:
         request = pb.ModelInferRequest.FromString(raw)
     except DecodeError:
-        return 1
+        return None, 1
     shape = list(request.inputs[0].shape) if request.inputs else []
     if not shape or request.inputs[0].datatype == "UINT8":
-        return 1
-    return max(1, int(shape[0]))
+        return request, 1
+    return request, max(1, int(shape[0]))
 
 
 class Streams:
@@ -108,14 +109,15 @@ class Streams:
         def read() -> None:
             try:
                 for raw in messages:
-                    n = min(images_in(raw), self.budget)
+                    request, n = decoded(raw)
+                    n = min(n, self.budget)
                     # Back-pressure: wait for answers to go out, by requests and by images.
                     while not window.acquire(timeout=0.5):
                         if stopped.is_set():
                             return
                     if not images.take(n, stopped) or stopped.is_set():
                         return
-                    answers.put((n, pool.submit(self._one, raw, metadata)))
+                    answers.put((n, pool.submit(self._one, raw, request, metadata)))
             except grpc.RpcError:  # the client went away mid-stream
                 pass
             except RuntimeError:  # the pool was shut down between the check and the submit: the stream ended
@@ -141,8 +143,8 @@ class Streams:
             stopped.set()
             pool.shutdown(wait=False, cancel_futures=True)
 
-    def _one(self, raw: bytes, metadata: dict):
-        out = self.servicer.run(ENDPOINT, metadata, raw, self.rpc)
+    def _one(self, raw: bytes, request, metadata: dict):
+        out = self.servicer.run(ENDPOINT, metadata, raw, self.rpc, decoded=request)
         if out.code is SC.OK:
             return pb.ModelStreamInferResponse(infer_response=out.response)
         # In-band, with the request's id; the code rides in a parameter too (Triton's stream
