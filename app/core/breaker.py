@@ -10,6 +10,7 @@ and hold state we don't need, and this is twenty lines.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -26,6 +27,9 @@ class Breaker:
         self.closed_at = 0.0  # monotonic time from which calls are allowed again
         self.failures = 0  # in the current incident; 0 = healthy
         self.failed_at = 0.0
+        # Request threads and the cache writer fail at once when Redis dies: without a lock two
+        # of them could each see a healthy breaker and log the same incident twice.
+        self._lock = threading.Lock()
 
     def call(self, fn: Callable, *args):
         """fn(*args), or None when the breaker is open or the call failed."""
@@ -36,15 +40,19 @@ class Breaker:
             result = fn(*args)
         except redis.RedisError as exc:  # ConnectionError, TimeoutError, and errors Redis answers with
             CACHE_ERRORS.labels(_kind(exc)).inc()
-            if not self.failures:
-                logger.warning("%s failed (%s): answering without it, retrying every %gs", self.what, exc, self.retry_s)
-            self.failures += 1
-            self.failed_at = time.monotonic()
-            self.closed_at = self.failed_at + self.retry_s
+            with self._lock:
+                if not self.failures:
+                    logger.warning(
+                        "%s failed (%s): answering without it, retrying every %gs", self.what, exc, self.retry_s
+                    )
+                self.failures += 1
+                self.failed_at = time.monotonic()
+                self.closed_at = self.failed_at + self.retry_s
             return None
-        if self.failures and started > self.failed_at:  # not a call that was already under way
-            logger.warning("%s is back after %d failed call(s)", self.what, self.failures)
-            self.failures = 0
+        with self._lock:
+            if self.failures and started > self.failed_at:  # not a call that was already under way
+                logger.warning("%s is back after %d failed call(s)", self.what, self.failures)
+                self.failures = 0
         return result
 
 
