@@ -101,9 +101,9 @@ MAX_BATCH_SIZE = S.max_batch_size or (32 if GPUS else 4)
 
 workers = S.workers or (len(GPUS) * WORKERS_PER_GPU if GPUS else max(1, _cores() // THREADS_PER_WORKER))
 WORKER_CLASS = S.worker_class
-# gthread is gunicorn's, with a graceful stop that serves connections it already accepted
-# (app/runtime/workers.py: the stock one reset them, and a HUP reload lost requests).
-worker_class = "app.runtime.workers.DrainingThreadWorker" if WORKER_CLASS == "gthread" else WORKER_CLASS
+# gthread is gunicorn's, with each response's headers and body in one send, so a worker
+# killed mid-response never leaves nginx with headers only (app/runtime/workers.py).
+worker_class = "app.runtime.workers.OneWriteThreadWorker" if WORKER_CLASS == "gthread" else WORKER_CLASS
 threads = S.threads or MAX_QUEUE + 2 * MAX_BATCH_SIZE
 worker_connections = S.worker_connections
 timeout = S.timeout
@@ -140,6 +140,21 @@ else:
             os.remove(os.path.join(METRICS_DIR, _name))
 # The master must not run the model (a forked OpenMP pool hangs workers): defer start-up.
 os.environ["DEFER_START"] = "1"
+
+#
+# Control socket
+#
+#   CONTROL_SOCKET - gunicorn 25.1+ opens a Unix socket in the master for `gunicornc` (show
+#          workers and stats, add or kill workers, reload, shut down). Off unless a path is
+#          given: it is a second admin door beside supervisorctl and HUP, and its default
+#          path ($XDG_RUNTIME_DIR/gunicorn.ctl or ~/.gunicorn/) lies on the image's read-only
+#          root. In the image, CONTROL_SOCKET=/srv/run/gunicorn.ctl (the writable run volume).
+#          The socket is 0600: only the server's user may connect.
+#
+
+control_socket_disable = not S.control_socket
+if S.control_socket:
+    control_socket = S.control_socket
 
 #
 # Logging

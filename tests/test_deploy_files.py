@@ -61,9 +61,10 @@ def test_gunicorn_defaults(load_conf):
     conf = load_conf()
     assert conf["bind"] == "127.0.0.1:10086"  # seed 001's port, behind nginx
     assert conf["WORKER_CLASS"] == "gthread" and conf["preload_app"] is True
-    assert conf["worker_class"] == "app.runtime.workers.DrainingThreadWorker"  # gthread, draining on stop
+    assert conf["worker_class"] == "app.runtime.workers.OneWriteThreadWorker"  # gthread, one send per response
     assert conf["timeout"] >= 60  # model start-up; seed 003's CRITICAL WORKER TIMEOUT
     assert conf["threads"] > conf["MAX_QUEUE"] + conf["MAX_BATCH_SIZE"]  # the queue, not gunicorn, sheds load
+    assert conf["control_socket_disable"] is True and "control_socket" not in conf  # no second admin door
     assert "keepalive " not in (ROOT / "nginx.conf").read_text().split("upstream classifier")[1].split("}")[0]
 
 

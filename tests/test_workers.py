@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 from gunicorn.config import Config
+from gunicorn.http import wsgi
 
 from app.runtime.workers import OneWriteResponse
 
@@ -19,10 +20,10 @@ class Socket:
         self.sends.append(data)
 
 
-def respond(body_parts: list[bytes], headers: list[tuple[str, str]]) -> list[bytes]:
+def respond(body_parts: list[bytes], headers: list[tuple[str, str]], response_class=OneWriteResponse) -> list[bytes]:
     req = SimpleNamespace(version=(1, 1), method="POST", headers=[], should_close=lambda: False)
     sock = Socket()
-    response = OneWriteResponse(req, sock, Config())
+    response = response_class(req, sock, Config())
     response.start_response("200 OK", headers)
     for part in body_parts:
         response.write(part)
@@ -49,3 +50,20 @@ def test_every_response_shape_is_complete(parts, headers, body):
     sent = b"".join(respond(parts, headers))
     head, _, rest = sent.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK") and rest == body
+
+
+def test_the_stock_response_still_writes_twice():
+    """Why OneWriteResponse is kept: if gunicorn ever sends one write itself, this fails, and the
+    subclass (app/runtime/workers.py) can go."""
+    sends = respond([b'{"ok":1}'], [("Content-Length", "8")], response_class=wsgi.Response)
+    assert len(sends) == 2 and sends[1] == b'{"ok":1}'
+
+
+def test_a_head_request_sends_its_headers_once():
+    req = SimpleNamespace(version=(1, 1), method="HEAD", headers=[], should_close=lambda: False)
+    sock = Socket()
+    response = OneWriteResponse(req, sock, Config())
+    response.start_response("200 OK", [("Content-Length", "8")])
+    response.write(b'{"ok":1}')  # dropped: HEAD has no body
+    response.close()
+    assert len(sock.sends) == 1 and sock.sends[0].endswith(b"\r\n\r\n")

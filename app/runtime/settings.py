@@ -34,6 +34,7 @@ class ServerSettings:
     access_log: str = "-"
     error_log: str = "-"
     log_level: str = "info"
+    control_socket: str = ""  # gunicorn's control socket (gunicornc); empty: none
 
     @classmethod
     def from_env(cls, environ: dict | None = None) -> ServerSettings:
