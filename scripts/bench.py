@@ -11,8 +11,8 @@ Writes bench/out/report.md, bench/out/chart.png and bench/out/results.json.
   OMP_NUM_THREADS=1, the issue's reference configuration.
 - Open Inference Protocol: HTTP binary and gRPC (perf_analyzer) beside /model_predict at c=8
   (scripts/bench_oip.py).
-- Peers: ours (ENGINE=auto and torch) beside LitServe and the seed-style baseline, alternating
-  (scripts/bench_peers.py; LitServe installed into bench/peers/, not the venv).
+- Peers: ours (ENGINE=auto and torch) beside LitServe, BentoML, Ray Serve and the seed-style
+  baseline, alternating (scripts/bench_peers.py; the peers installed into bench/peers/, not the venv).
 - Result cache: hits on a repeated image and misses on fresh ones, with and without REDIS_URL
   (scripts/bench_cache.py).
 - Images: real photographs shipped by scikit-image, made into web-size JPEGs and into
@@ -513,6 +513,8 @@ def chart(results: dict) -> None:
     right.set_xlabel("concurrency")
     right.set_ylabel("latency ms (resnet18 fp32, web)")
     right.legend()
+    flags = ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in results["peers"]["cpu_flags"].items())
+    fig.suptitle(f"{results['machine']['cpu']}; CPU flags: {flags}", fontsize=8)
     fig.tight_layout()
     fig.savefig(OUT / "chart.png", dpi=110)
 
