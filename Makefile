@@ -40,7 +40,9 @@ $(DEV_STAMP): requirements.txt requirements-dev.txt | $(PY)
 	touch $@
 
 # What `make bench` runs beside the stack: ab, redis-server and libb64 (apt), and the OIP
-# clients' venv (.venv-clients: tritonclient, perf_analyzer).
+# clients' venv (.venv-clients: tritonclient, perf_analyzer). The bench itself installs its
+# peers on first use, each with pip --target into bench/peers/ (never .venv): LitServe 0.2.19,
+# BentoML 1.4.40 and Ray Serve 2.60.0 (about 700 MB together).
 $(BENCH_STAMP): scripts/install_system.sh scripts/install_tools.sh requirements-clients.txt | $(PY)
 	bash scripts/install_system.sh bench
 	bash scripts/install_tools.sh clients
