@@ -51,6 +51,7 @@ else
     export PYTHONPATH=$GPU_CHECK_WORK/site${PYTHONPATH:+:$PYTHONPATH}
   fi
 fi
+[[ $py == */* ]] && py=$(cd "$(dirname "$py")" && pwd)/$(basename "$py")  # steps and the fake run it from elsewhere
 if [ "$dry" = 1 ]; then  # the fake device: nvidia-smi answered from the check's own workers
   mkdir -p "$GPU_CHECK_WORK/bin"
   printf '#!/bin/sh\nexec %q %q "$@"\n' "$py" "$PWD/scripts/fake_nvidia_smi.py" >"$GPU_CHECK_WORK/bin/nvidia-smi"
