@@ -65,6 +65,7 @@ def test_gunicorn_defaults(load_conf):
     assert conf["timeout"] >= 60  # model start-up; seed 003's CRITICAL WORKER TIMEOUT
     assert conf["threads"] > conf["MAX_QUEUE"] + conf["MAX_BATCH_SIZE"]  # the queue, not gunicorn, sheds load
     assert conf["control_socket_disable"] is True and "control_socket" not in conf  # no second admin door
+    assert conf["http_parser"] == "python"  # one parser, whether gunicorn_h1c is installed or not
     assert "keepalive " not in (ROOT / "nginx.conf").read_text().split("upstream classifier")[1].split("}")[0]
 
 
