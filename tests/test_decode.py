@@ -1,5 +1,6 @@
 """Decoding: every mode becomes RGB, EXIF is applied, bad files are refused with the right status."""
 
+import io
 import struct
 import zlib
 
@@ -7,11 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.core.decode import decode_image
+from app.core.decode import MAX_JPEG_SCANS, decode_image, jpeg_scans
 from app.core.errors import ServiceError
 from app.http.errors import STATUS
 from app.model.archs import resolve
 from app.model.preprocess import build_preprocess
+from scripts.hostile_inputs import jpeg_with_empty_scans
 from tests.conftest import encode, make_config, photo
 
 LIMIT = 64_000_000
@@ -115,3 +117,23 @@ def test_crop_first_resize_equals_torchvision_resize_then_crop(size):
     assert ours.shape == reference.shape == (224, 224, 3)
     diff = np.abs(ours - reference)
     assert diff.max() <= 2 and (diff > 0).mean() < 0.05, (diff.max(), (diff > 0).mean())
+
+
+def test_mpo_photos_are_draft_decoded_like_jpegs():
+    """Phone cameras write MPO (a JPEG with a second frame after it): its first frame gets the
+    reduced-size DCT too, and the same pixels as that frame saved as a plain JPEG."""
+    image = photo((1024, 768), seed=7)
+    mpo = encode(image, "MPO", save_all=True, append_images=[photo((160, 120))], quality=90)
+    assert Image.open(io.BytesIO(mpo)).format == "MPO"
+    decoded = decode_image(mpo, LIMIT, 232)
+    assert decoded.size == (512, 384)
+    assert np.array_equal(np.asarray(decoded), np.asarray(decode_image(encode(image, "JPEG", quality=90), LIMIT, 232)))
+
+
+def test_scan_limit_is_exact():
+    """MAX_JPEG_SCANS scans decode; one more is refused before decoding."""
+    real = jpeg_scans(jpeg_with_empty_scans(0, (64, 64)))
+    assert decode_image(jpeg_with_empty_scans(MAX_JPEG_SCANS - real, (64, 64)), LIMIT).size == (64, 64)
+    with pytest.raises(ServiceError) as err:
+        decode_image(jpeg_with_empty_scans(MAX_JPEG_SCANS - real + 1, (64, 64)), LIMIT)
+    assert (STATUS[err.value.kind], err.value.code) == (413, "too_many_scans")
