@@ -51,7 +51,9 @@ class Settings:
             seconds=int(env.get("GPU_CHECK_SECONDS", "1" if dry else "5")),
             gpus=env.get("GPU_CHECK_GPUS", "0"),
             workers_per_gpu=int(env.get("GPU_CHECK_WORKERS_PER_GPU", "2")),
-            loadgen=env.get("GPU_CHECK_LOADGEN", "auto"),
+            # The dry run rehearses the GPU machine, which has no ab; and ab -t counts only the
+            # answers inside its window, none at 1 s when an emulated bf16 answer takes longer.
+            loadgen=env.get("GPU_CHECK_LOADGEN", "python" if dry else "auto"),
             nginx=env.get("GPU_CHECK_NGINX", "auto"),
         )
 

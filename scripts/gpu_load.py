@@ -109,8 +109,8 @@ def bench(s: Settings, precision: str) -> None:
             rows and not any(r["errors"] for r in rows) and all(r["rps"] > 0 for r in rows),
             f"{precision}: every request answered 200 at c={','.join(map(str, s.concurrencies))} ({path}, {tool})",
         )
-    finally:
+    finally:  # saved first: a step killed at its cap may not live through the servers' stop
+        save(s, f"bench-{precision}", {"rows": rows, "tool": tool, "path": path, "checks": checks.lines})
         for proc in (nginx, gunicorn):
             if proc is not None:
                 stop(proc)
-        save(s, f"bench-{precision}", {"rows": rows, "tool": tool, "path": path, "checks": checks.lines})

@@ -135,7 +135,7 @@ def pin(s: Settings) -> None:
         )
         on_gpu(s, checks, url, after, image)
         result |= {"before": workers, "killed": victim, "after": after}
-    finally:
+    finally:  # saved first: a step killed at its cap may not live through the servers' stop
+        save(s, "pin", result | {"checks": checks.lines})
         if proc is not None:
             stop(proc)
-        save(s, "pin", result | {"checks": checks.lines})

@@ -1,6 +1,6 @@
 """scripts/gpu_check.sh, the prepared GPU check, in its dry run: real gunicorn workers (killed and
-replaced), the repo's nginx when installed, Python load clients as on the GPU machine (no ab
-there); only nvidia-smi and the device are stand-ins (scripts/fake_nvidia_smi.py)."""
+replaced), the repo's nginx when installed, Python load clients (the dry run's default: the GPU
+machine has no ab); only nvidia-smi and the device are stand-ins (scripts/fake_nvidia_smi.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,6 @@ def test_dry_run_passes_and_fills_the_table(tmp_path):
         **os.environ,
         "GPU_CHECK_DRY_RUN": "1",
         "GPU_CHECK_PYTHON": sys.executable,
-        "GPU_CHECK_LOADGEN": "python",
         "OUT": str(tmp_path),
     }
     run = subprocess.run([str(ROOT / "scripts" / "gpu_check.sh")], env=env, capture_output=True, text=True, timeout=280)
