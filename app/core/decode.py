@@ -3,10 +3,11 @@
 - The pixel count is checked from the header, before any pixel is decoded (decompression bombs).
 - Large JPEGs are decoded with `Image.draft`, the decoder's reduced-size DCT, so the cost
   scales with the output the model needs rather than the camera's resolution. Pillow's wheel
-  carries libjpeg-turbo 3.1 with its SIMD, the library simplejpeg and PyTurboJPEG wrap: they
-  decode ~14% faster than this function, but once the header guards run and their array is
-  wrapped for resizing they are level (web JPEG) or ~3% ahead (12 MP), with equal pixels
-  (scripts/bench_decode.py, docs/performance.md), so Pillow stays: one decoder, no extra wheel.
+  carries libjpeg-turbo 3.1 with its SIMD, the library simplejpeg and PyTurboJPEG wrap: their
+  call alone takes 13-23% less than this function, but with the guards still run and their array
+  wrapped for resizing they are level on a web JPEG and 4-9% ahead on a 12 MP one, pixels
+  equal (scripts/bench_decode.py, docs/performance.md): under the 10% that would pay for a
+  second JPEG decoder beside the Pillow that the other formats, EXIF and CMYK need.
 - EXIF orientation is applied, and every mode (L, P, RGBA, CMYK, 16-bit...) ends up as RGB.
 """
 
@@ -73,7 +74,7 @@ def decode_image(data: bytes, max_pixels: int, min_size: int = 0, max_aspect: fl
         raise TooLarge("too_many_scans", f"the JPEG has over {MAX_JPEG_SCANS} scans, the most decoded (re-encode it)")
     if min_size and jpeg:
         # Phone cameras often write MPO (a second, smaller frame in the same file): without
-        # draft, a 12 MP one took ~3x as long as the plain JPEG.
+        # draft, a 12 MP one took 76 ms to decode instead of 41.
         image.draft("RGB", (min_size, min_size))
     try:
         image.load()
