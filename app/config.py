@@ -18,10 +18,14 @@ ARCH_FORMAT = r"(timm:)?[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 INTERPOLATIONS = ("", "nearest", "bilinear", "bicubic", "lanczos")
 TASKS = ("multiclass", "multilabel")
 ACTIVATIONS = ("auto", "softmax", "sigmoid", "none")
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 ENGINES = ("auto", "torch", "openvino")
 GRAPHS = ("torchscript", "fx", "eager")
 RESIZE_MODES = ("crop", "squash")
+# PRECISION=int8 calibration (app.core.calibration): fewer images give activation ranges too
+# rough to trust; NNCF's own default subset is 300.
+CALIBRATION_SUFFIXES = (".jpg", ".jpeg", ".png")
+MIN_CALIBRATION_IMAGES = 16
 
 
 class ConfigError(ValueError):
@@ -89,6 +93,10 @@ class Config:
     # Empty: convert in every worker.
     engine_cache_dir: str = str(ROOT / "run" / "engines")
     precision: str = "fp32"
+    # PRECISION=int8: a directory of JPEG/PNG images like those served, to calibrate on; empty:
+    # generated images, fit for a smoke test only. At most calibration_size are used.
+    calibration_dir: str = ""
+    calibration_size: int = 300
     channels_last: bool = True
     # torchscript: traced + frozen (CPU fp32); fx: batch norm folded, run from Python; eager.
     graph: str = "torchscript"
@@ -179,7 +187,53 @@ class Config:
             raise ConfigError(f"DECODE_CONCURRENCY={self.decode_concurrency} must be >= 0 (0 = automatic)")
         if self.request_timeout_s <= 0 or min(self.max_batch_delay_ms, self.shed_delay_ms, self.torch_threads) < 0:
             raise ConfigError("REQUEST_TIMEOUT_S must be > 0; MAX_BATCH_DELAY_MS, SHED_DELAY_MS, TORCH_THREADS >= 0")
+        if self.precision == "int8":
+            _check_int8(self)
         return self
+
+
+def calibration_files(directory: str) -> list[Path]:
+    """The candidate calibration images in `directory`, in a stable order."""
+    return sorted(p for p in Path(directory).iterdir() if p.suffix.lower() in CALIBRATION_SUFFIXES and p.is_file())
+
+
+def _check_int8(cfg: Config) -> None:
+    # int8 is OpenVINO's (NNCF quantises its graph); torch has no int8 CPU path here.
+    if cfg.engine == "torch":
+        raise ConfigError("PRECISION=int8 runs on OpenVINO: set ENGINE=openvino or ENGINE=auto (not torch)")
+    if cfg.device.startswith("cuda"):
+        raise ConfigError(
+            f"PRECISION=int8 runs on the CPU (OpenVINO): set DEVICE=cpu, or PRECISION=fp16 on {cfg.device}"
+        )
+    if cfg.calibration_size < MIN_CALIBRATION_IMAGES:
+        raise ConfigError(f"CALIBRATION_SIZE={cfg.calibration_size} must be >= {MIN_CALIBRATION_IMAGES} (default 300)")
+    if not cfg.calibration_dir:
+        return  # app.core.calibration warns and generates a smoke-test set
+    fix = f"point CALIBRATION_DIR at {MIN_CALIBRATION_IMAGES}+ (best 300) JPEG/PNG images like those you serve"
+    if not Path(cfg.calibration_dir).is_dir():
+        raise ConfigError(f"CALIBRATION_DIR={cfg.calibration_dir!r} is not a directory: {fix}")
+    try:
+        files = calibration_files(cfg.calibration_dir)[: cfg.calibration_size]
+    except OSError as exc:
+        raise ConfigError(f"CALIBRATION_DIR={cfg.calibration_dir!r} can't be listed ({exc.strerror}): {fix}") from None
+    readable = sum(_opens(path) for path in files)
+    if readable < MIN_CALIBRATION_IMAGES:
+        raise ConfigError(
+            f"CALIBRATION_DIR={cfg.calibration_dir!r} holds {readable} readable JPEG/PNG images "
+            f"(of {len(files)} named .jpg/.jpeg/.png): {fix}"
+        )
+
+
+def _opens(path: Path) -> bool:
+    """Whether Pillow reads `path`'s header as JPEG or PNG: cheap, so the master can refuse a
+    bad directory at once; the pixels are decoded, as requests are, where int8 is built."""
+    from PIL import Image
+
+    try:
+        with Image.open(path, formats=("JPEG", "PNG")):
+            return True
+    except (OSError, SyntaxError, ValueError):  # UnidentifiedImageError is an OSError
+        return False
 
 
 def read_env(cls, environ: dict | None = None) -> dict:

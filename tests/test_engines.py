@@ -38,7 +38,7 @@ def models(imagenet_ckpt, voc_ckpt):
 def test_openvino_gives_torch_fp32_answers(models, which, n, tmp_path):
     cfg, model = models[which]
     reference = TorchEngine(model.net, cfg, model.preprocess.normalize)
-    engine = OpenVINOEngine(model.net, cfg, model.preprocess, model.info, 1, bf16=False)
+    engine = OpenVINOEngine(model.net, cfg, model.preprocess, model.info, 1)
     images = probe_batch(n, model.preprocess.input_size)
     assert drift(engine(images), reference.fp32(images)) <= TOLERANCE["fp32"]
     np.testing.assert_allclose(engine(images), reference(images), atol=1e-3)
@@ -48,13 +48,13 @@ def test_the_converted_graph_is_cached_and_a_damaged_one_is_rebuilt(models, tmp_
     cfg, model = models["multiclass"]
     cfg = make_config(cfg.model_weights, engine_cache_dir=str(tmp_path))
     with caplog.at_level(logging.INFO, logger="app.engines"):
-        OpenVINOEngine(model.net, cfg, model.preprocess, model.info, 1, bf16=False)
+        OpenVINOEngine(model.net, cfg, model.preprocess, model.info, 1)
         (xml,) = tmp_path.glob("*.xml")
         assert model.info["version"] in xml.name and xml.with_suffix(".bin").stat().st_size > 40e6  # fp32 weights
-        OpenVINOEngine(model.net, cfg, model.preprocess, model.info, 1, bf16=False)
+        OpenVINOEngine(model.net, cfg, model.preprocess, model.info, 1)
         assert caplog.text.count("converted the model") == 1  # the second read it
         xml.write_text("<net>damaged")
-        engine = OpenVINOEngine(model.net, cfg, model.preprocess, model.info, 1, bf16=False)
+        engine = OpenVINOEngine(model.net, cfg, model.preprocess, model.info, 1)
         assert caplog.text.count("converted the model") == 2
     images = probe_batch(2, 224)
     assert drift(engine(images), TorchEngine(model.net, cfg, model.preprocess.normalize).fp32(images)) <= 1e-4
@@ -63,7 +63,7 @@ def test_the_converted_graph_is_cached_and_a_damaged_one_is_rebuilt(models, tmp_
 def test_random_weights_are_never_cached(tmp_path):
     cfg = make_config("random", model_weights="random", engine_cache_dir=str(tmp_path))
     model = load_model(cfg)
-    OpenVINOEngine(model.net, cfg, model.preprocess, model.info, 1, bf16=False)
+    OpenVINOEngine(model.net, cfg, model.preprocess, model.info, 1)
     assert not list(tmp_path.iterdir())
 
 
@@ -82,7 +82,7 @@ class Shifted:
 def test_auto_keeps_only_engines_that_agree_and_picks_the_fastest(models, caplog):
     cfg, model = models["multiclass"]
     torch_engine = TorchEngine(model.net, cfg, model.preprocess.normalize)
-    openvino = OpenVINOEngine(model.net, cfg, model.preprocess, model.info, 1, bf16=False)
+    openvino = OpenVINOEngine(model.net, cfg, model.preprocess, model.info, 1)
     with caplog.at_level(logging.INFO, logger="app.engines"):
         chosen = fastest([torch_engine, Shifted(torch_engine), openvino], torch_engine, cfg, 224)
     assert chosen in (torch_engine, openvino)

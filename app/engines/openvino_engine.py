@@ -18,12 +18,15 @@ import re
 import sys
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from app.config import Config
+from app.engines import quantize
+from app.engines.quantize import Calibration
 
 logger = logging.getLogger(__name__)
 
@@ -32,17 +35,40 @@ class OpenVINOEngine:
     name = "openvino"
     device = torch.device("cpu")
 
-    def __init__(self, net: torch.nn.Module, cfg: Config, preprocess, info: dict, threads: int, bf16: bool):
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        cfg: Config,
+        preprocess,
+        info: dict,
+        threads: int,
+        precision: str = "fp32",
+        calibration: Calibration | None = None,
+    ):
+        """`precision`: fp32, bf16 (a hint: the CPU plugin runs bf16 where it can) or int8 (the
+        graph quantised by NNCF on `calibration`, app.engines.quantize)."""
         # OpenVINO's converter sends usage telemetry to Google Analytics, from a forked
         # process, unless its telemetry package is missing (then it uses its own stub). A
         # server must neither call out nor fork from a worker (under gevent that fork hangs
-        # the worker), so the package is made to look missing, for this process only.
+        # the worker), so the package is made to look missing, for this process only. NNCF
+        # reads the same package, and sends nothing without it either.
         sys.modules.setdefault("openvino_telemetry", None)
         import openvino as ov  # here, in the worker: see the module's docstring
 
         core = ov.Core()
         size = preprocess.input_size
-        model = _graph(ov, core, net, size, _cache_path(cfg, info, size, ov.__version__))
+        path = _cache_path(cfg, info, size, ov.__version__)
+        model = _graph(ov, core, lambda: _convert(ov, net, size), path)
+        if precision == "int8":
+            key = quantize.cache_key(calibration, preprocess, cfg.calibration_size)
+            float_model = model
+            model = _graph(
+                ov,
+                core,
+                lambda: quantize.quantize(float_model, calibration, preprocess.normalize, cfg.calibration_size),
+                path and path.with_name(f"{path.stem}-int8-{key}.xml"),
+                "quantised the model to int8 into",
+            )
         ppp = ov.preprocess.PrePostProcessor(model)
         # The request carries uint8 NCHW pixels (app.model.preprocess); OpenVINO converts and
         # normalises them inside the compiled graph: (x - mean*255) / (std*255).
@@ -50,12 +76,13 @@ class OpenVINOEngine:
         ppp.input().model().set_layout(ov.Layout("NCHW"))
         steps = ppp.input().preprocess().convert_element_type(ov.Type.f32)
         steps.mean([m * 255 for m in preprocess.mean]).scale([s * 255 for s in preprocess.std])
-        self.precision = "bf16" if bf16 else "f32"
+        self.precision = precision
         config = {
             "INFERENCE_NUM_THREADS": threads,
             "NUM_STREAMS": 1,  # one batch at a time per worker (app.core.batching runs one)
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": self.precision,
+            # int8 runs its quantised ops in int8 whatever the hint; the rest in f32.
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             # Pinning would put every worker's threads on the same first cores.
             "ENABLE_CPU_PINNING": False,
         }
@@ -83,30 +110,31 @@ def _cache_path(cfg: Config, info: dict, size: int, ov_version: str) -> Path | N
     return Path(cfg.engine_cache_dir) / (re.sub(r"[^A-Za-z0-9.-]+", "_", key) + ".xml")  # the version has '/'s
 
 
-def _graph(ov, core, net: torch.nn.Module, size: int, path: Path | None):
-    """The converted graph: read from `path`, or converted (once, under a lock) and saved there."""
+def _graph(ov, core, make: Callable, path: Path | None, made: str = "converted the model for OpenVINO into"):
+    """The graph `make()` gives: read from `path`, or made (once, under a lock) and saved there."""
     if path is None:
-        return _convert(ov, net, size)
+        return make()
     try:
-        return _cached_graph(ov, core, net, size, path)
+        return _cached_graph(ov, core, make, path, made)
     except OSError as exc:  # a read-only or full disk: the cache is only a start-up speed-up
         logger.warning("ENGINE_CACHE_DIR unusable (%s): converting without it", exc)
-        return _convert(ov, net, size)
+        return make()
 
 
-def _cached_graph(ov, core, net: torch.nn.Module, size: int, path: Path):
+def _cached_graph(ov, core, make: Callable, path: Path, made: str):
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / ".lock", "w") as lock:
+    # A lock per graph: the int8 graph is made from the float one, under its own lock.
+    with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # the other workers wait, then read what the first wrote
         if path.exists():
-            with contextlib.suppress(RuntimeError):  # a damaged file: convert again
+            with contextlib.suppress(RuntimeError):  # a damaged file: make it again
                 return core.read_model(path)
-        model = _convert(ov, net, size)
+        model = make()
         tmp = path.with_suffix(f".{os.getpid()}.xml")
         ov.save_model(model, tmp, compress_to_fp16=False)  # fp16 storage would change answers
         tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
         tmp.replace(path)
-        logger.info("converted the model for OpenVINO into %s", path)
+        logger.info("%s %s", made, path)
         return model
 
 

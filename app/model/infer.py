@@ -74,7 +74,8 @@ def optimize(net: torch.nn.Module, cfg: Config, input_size: int) -> torch.nn.Mod
     if isinstance(net, torch.jit.ScriptModule):
         return net  # a user's TorchScript archive: already compiled; tracing it again gains nothing
     net = net.to(memory_format=memory_format)
-    if cfg.graph == "torchscript" and cfg.precision == "fp32" and not gpu_expected(cfg.device):
+    # int8: torch runs fp32 (app.engines), and OpenVINO quantises the graph fp32 converts.
+    if cfg.graph == "torchscript" and cfg.precision in ("fp32", "int8") and not gpu_expected(cfg.device):
         traced = _frozen_trace(net, input_size, memory_format)
         if traced is not None:
             return traced  # Engine may turn on oneDNN Graph fusion
