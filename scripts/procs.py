@@ -125,7 +125,8 @@ def render_nginx_conf(listen_port: int, backends: list[str], grpc: tuple[int, li
     return conf.replace("listen 8999;", f"listen 127.0.0.1:{listen_port};")
 
 
-def start_nginx(prefix: Path, backends: list[str], grpc=None) -> tuple[subprocess.Popen, str]:
+def start_nginx(prefix: Path, backends: list[str], grpc=None, edit=None) -> tuple[subprocess.Popen, str]:
+    """`edit` (conf text -> conf text) lets a bench try a variant of the repo's nginx.conf."""
     port = free_port()
     (prefix / "logs").mkdir(parents=True, exist_ok=True)
     # Bodies over client_body_buffer_size spill to temp files, which nginx's workers (nobody,
@@ -133,6 +134,7 @@ def start_nginx(prefix: Path, backends: list[str], grpc=None) -> tuple[subproces
     spill = Path(tempfile.mkdtemp(prefix="nginx-tmp-"))
     spill.chmod(0o755)
     conf = render_nginx_conf(port, backends, grpc).replace("_temp_path tmp/", f"_temp_path {spill}/")
+    conf = edit(conf) if edit else conf
     (prefix / "nginx.conf").write_text(conf)
     proc = spawn(
         ["nginx", "-e", "stderr", "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"],
@@ -150,19 +152,21 @@ class Stack(NamedTuple):
     nginx: subprocess.Popen
     access_log: Path  # nginx's
     log: Path  # gunicorn's
+    backend: str = ""  # gunicorn's own URL, past nginx
 
 
 @contextlib.contextmanager
-def stack(env: dict, workdir: Path, args: tuple[str, ...] = OUR_APP):
+def stack(env: dict, workdir: Path, args: tuple[str, ...] = OUR_APP, nginx_edit=None):
     """gunicorn (random weights unless `env` names some) behind the repo's nginx, on loopback."""
     workdir.mkdir(parents=True, exist_ok=True)
     gunicorn, backend = start_gunicorn(
         {"ACCESS_LOG": "/dev/null", "MODEL_WEIGHTS": "random", **env}, workdir / "gunicorn.log", args
     )
     try:
-        nginx, url = start_nginx(workdir / "nginx", [backend.removeprefix("http://")])
+        nginx, url = start_nginx(workdir / "nginx", [backend.removeprefix("http://")], edit=nginx_edit)
         try:
-            yield Stack(url, gunicorn, nginx, workdir / "nginx" / "logs" / "access.log", workdir / "gunicorn.log")
+            access = workdir / "nginx" / "logs" / "access.log"
+            yield Stack(url, gunicorn, nginx, access, workdir / "gunicorn.log", backend)
         finally:
             stop(nginx)
     finally:
