@@ -61,7 +61,7 @@ PEERS = (
         ("-m", "scripts.peers.rayserve_server", "--port", "{port}", "--temp-dir", "{tmp}/ray"),
         "/health",
         # Ray writes its cluster token under $HOME/.ray: a private HOME keeps it out of the user's.
-        {"HOME": "{tmp}/ray-home"},
+        {"HOME": "{tmp}"},
     ),
 )
 
@@ -114,7 +114,7 @@ def signal_tree(proc: subprocess.Popen, sig: signal.Signals) -> None:
 
 def start(peer: Peer, tmp: Path, extra_env: dict[str, str]) -> Running:
     port = free_port()
-    (tmp / "ray-home").mkdir(parents=True, exist_ok=True)
+    tmp.mkdir(parents=True, exist_ok=True)  # the peer's own: its log, and what its env points into
     env = {k: v.format(tmp=tmp) for k, v in peer.env.items()}
     env |= {"PYTHONPATH": f"{install(peer)}:{ROOT}", **extra_env}
     cmd = [venv_bin("python"), *(a.format(port=port, tmp=tmp) for a in peer.command)]
@@ -126,6 +126,7 @@ def start(peer: Peer, tmp: Path, extra_env: dict[str, str]) -> Running:
     except (RuntimeError, TimeoutError):
         stop_tree(proc)
         raise RuntimeError(f"{peer.name} did not start:\n{log.read_text()[-3000:]}") from None
+    time.sleep(5)  # a framework's workers finish starting after its first 200 (BentoML's do)
     return Running(proc, url, idle_cores(proc))
 
 
