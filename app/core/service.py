@@ -99,7 +99,7 @@ class Classifier:
             cfg.model_task,
             self.engine.name,
             self.engine.device,
-            cfg.precision,
+            self.engine.precision,
             cfg.graph,
             torch.get_num_threads(),
             cfg.max_batch_size,

@@ -45,6 +45,7 @@ MARGIN = 1.05
 class Engine(Protocol):
     name: str
     device: torch.device
+    precision: str  # what it runs, which may differ from PRECISION when auto fell back
 
     def __call__(self, batch: torch.Tensor) -> np.ndarray: ...
 

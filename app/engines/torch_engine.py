@@ -24,6 +24,7 @@ class TorchEngine:
     def __init__(self, net: torch.nn.Module, cfg: Config, normalize: Callable[[torch.Tensor], torch.Tensor]):
         self.normalize = normalize  # uint8 batch -> float input, on the device
         self.device = pick_device(cfg.device)
+        self.precision = cfg.precision  # what this engine runs (int8 falls back to an fp32 one)
         self.dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
         if self.device.type == "cpu" and self.dtype is torch.float16:
             raise ValueError("PRECISION=fp16 needs a GPU; on CPU use bf16 or fp32")
