@@ -88,9 +88,9 @@ limit_request_field_size = 8190 + 64  # nginx appends the client's address to X-
 #          and the slowest batch. Keep nginx's proxy_read_timeout at least this large.
 #   graceful_timeout - Seconds to finish in-flight requests on restart or stop.
 #          supervisor.conf's stopwaitsecs must exceed it.
-#   keepalive - Idle seconds on a kept-alive connection. nginx keeps a pool of connections
-#          to gunicorn (nginx.conf, upstream classifier) and lets one go idle for at most
-#          4 s, under this, so gunicorn never closes one that nginx is about to reuse.
+#   keepalive - Idle seconds on a kept-alive connection from a direct client. nginx opens a
+#          new connection per request (see nginx.conf), so this only serves clients that
+#          talk to gunicorn directly; short, so idle sockets don't pin worker threads.
 #   max_requests / max_requests_jitter - Recycle a worker after this many requests (0 =
 #          never); jitter spreads the restarts so workers don't all reload at once.
 #   preload_app - Load the weights once in the master; workers share those pages

@@ -27,23 +27,24 @@ import torch
 
 from scripts.bench import ceiling as ceiling_ips
 from scripts.bench import classifier, image_sets, machine
+from scripts.bench_peers import cpu_flags
 from scripts.loadgen import ab, warm
 from scripts.procs import stack
 
 
-def no_upstream_keepalive(conf: str) -> str:
-    """nginx.conf before 2026-12-02: a new connection to gunicorn per request."""
-    conf = conf.replace("keepalive 32;", "").replace("keepalive_timeout 4s;", "")
-    return conf.replace('proxy_set_header Connection "";', "", 1)
+def upstream_keepalive(conf: str, requests: int = 1000) -> str:
+    """A pool of idle connections to the backends (dropped at 4 s idle, before gunicorn's 5 s
+    keepalive), which HTTP/1.1 reuse needs the Connection header cleared for (nginx sends
+    "close"); each connection serves at most `requests` (nginx's default 1000)."""
+    pool = f"keepalive 32;\n        keepalive_timeout 4s;\n        keepalive_requests {requests};"
+    conf = conf.replace("upstream classifier {", "upstream classifier {\n        " + pool, 1)
+    return conf.replace("proxy_http_version 1.1;", 'proxy_http_version 1.1;\n    proxy_set_header Connection "";', 1)
 
 
 VARIANTS: dict[str, tuple[dict, object]] = {
     "as shipped": ({}, None),
-    "no upstream keepalive": ({}, no_upstream_keepalive),
-    "keepalive 16 requests each": (
-        {},
-        lambda conf: conf.replace("keepalive 32;", "keepalive 32; keepalive_requests 16;"),
-    ),
+    "upstream keepalive": ({}, upstream_keepalive),
+    "keepalive 16 requests each": ({}, lambda conf: upstream_keepalive(conf, 16)),
     "nginx 1 worker": ({}, lambda conf: conf.replace("worker_processes auto;", "worker_processes 1;")),
     "gunicorn threads 12": ({"THREADS": "12"}, None),
     "batch delay 2 ms": ({"MAX_BATCH_DELAY_MS": "2"}, None),
@@ -83,9 +84,9 @@ def measure(url: str, image: Path, masters: list[psutil.Process], seconds: int) 
     }
 
 
-def stages(arch: str, image: bytes, threads: int, n: int = 30) -> dict:
+def stages(arch: str, engine: str, image: bytes, threads: int, n: int = 30) -> dict:
     """One thread, as a worker runs: decode + preprocess per image, forward per image at batch 4."""
-    clf = classifier(arch, torch_threads=threads)
+    clf = classifier(arch, engine=engine, torch_threads=threads)
     torch.set_num_threads(threads)
     prep, fwd = [], []
     for _ in range(n):
@@ -101,7 +102,7 @@ def stages(arch: str, image: bytes, threads: int, n: int = 30) -> dict:
     return {"prepare_ms": statistics.median(prep) * 1000, "forward_ms": statistics.median(fwd) * 1000}
 
 
-def run(arch: str, rounds: int, seconds: int, names: list[str]) -> dict:
+def run(arch: str, engine: str, rounds: int, seconds: int, names: list[str]) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="webpath-"))
     tmp.chmod(0o755)  # nginx's workers (nobody) write body temp files under it
     path = tmp / "web.jpg"
@@ -112,11 +113,13 @@ def run(arch: str, rounds: int, seconds: int, names: list[str]) -> dict:
         for name in names:
             env, edit = VARIANTS[name]
             workdir = tmp / name.replace(" ", "-")
-            running[name] = stacks.enter_context(stack({"MODEL_ARCH": arch, **env}, workdir, nginx_edit=edit))
+            running[name] = stacks.enter_context(
+                stack({"MODEL_ARCH": arch, "ENGINE": engine, **env}, workdir, nginx_edit=edit)
+            )
         shipped = running["as shipped"]
         for s in running.values():
             warm(s.url, path, 8)
-        full_machine = classifier(arch, max_batch_size=8)
+        full_machine = classifier(arch, engine=engine, max_batch_size=8)
         for _ in range(rounds):
             for name, s in running.items():
                 masters = [psutil.Process(s.gunicorn.pid), psutil.Process(s.nginx.pid)]
@@ -127,23 +130,31 @@ def run(arch: str, rounds: int, seconds: int, names: list[str]) -> dict:
             print(json.dumps({k: v[-1] for k, v in samples.items()}), flush=True)
     medians = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in samples.items()}
     return {"machine": machine(), "arch": arch, "medians": medians, "samples": samples,
-            "stages": stages(arch, path.read_bytes(), 1)}  # fmt: skip
+            "flags": ", ".join(f"{f} {'yes' if on else 'no'}" for f, on in cpu_flags().items()),
+            "engine": engine, "stages": stages(arch, engine, path.read_bytes(), 1)}  # fmt: skip
 
 
 def table(result: dict) -> str:
+    """Two ceilings: the in-process pipeline (a decode pool feeding batches of 8, every core;
+    scripts/bench.py's), and the stage bound, cores / (decode + preprocess + forward on one
+    thread), which is what a server with no overhead at all would reach."""
     ceil = result["medians"]["ceiling"]["rps"]
+    st = result["stages"]
+    bound = result["machine"]["cores"] * 1000 / (st["prepare_ms"] + st["forward_ms"])
     rows = [
-        "| variant | req/s | of ceiling | p50 ms | worker CPU ms/req | nginx | ab |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | req/s | of pipeline ceiling | of stage bound | p50 ms | CPU ms/req: workers | nginx | ab "
+        "| busiest worker |",
+        "|---" * 9 + "|",
     ]
     for name, m in result["medians"].items():
         if name != "ceiling":
-            rows.append(f"| {name} | {m['rps']:.1f} | {m['rps'] / ceil:.0%} | {m['p50']:.0f} | {m['workers_ms']:.1f} "
-                        f"| {m['nginx_ms']:.1f} | {m['ab_ms']:.1f} | {m['busiest_worker']:.0%} |")  # fmt: skip
-    st = result["stages"]
+            cpu = f"{m['workers_ms']:.1f} | {m['nginx_ms']:.1f} | {m['ab_ms']:.1f}"
+            rows.append(f"| {name} | {m['rps']:.1f} | {m['rps'] / ceil:.0%} | {m['rps'] / bound:.0%} | {m['p50']:.0f} "
+                        f"| {cpu} | {m['busiest_worker']:.0%} |")  # fmt: skip
     rows.append(
-        f"\nceiling {ceil:.1f} img/s; in-process, one thread: decode + preprocess {st['prepare_ms']:.1f} ms, "
-        f"forward {st['forward_ms']:.1f} ms per image ({result['arch']}, {result['machine']['cpu']})"
+        f"\npipeline ceiling {ceil:.1f} img/s, stage bound {bound:.1f} img/s; one thread: decode + preprocess "
+        f"{st['prepare_ms']:.1f} ms, forward {st['forward_ms']:.1f} ms per image at batch 4 "
+        f"({result['arch']}, {result['engine']}, {result['machine']['cpu']}; flags: {result['flags']})"
     )
     return "\n".join(rows)
 
@@ -151,12 +162,15 @@ def table(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--arch", default="mobilenet_v3_large")
+    # auto times the engines in each worker at start, where sibling stacks starting at once
+    # skew it: a fixed engine keeps the variants comparable.
+    parser.add_argument("--engine", default="openvino")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=6)
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated; 'as shipped' is always run")
     args = parser.parse_args()
     names = ["as shipped", *(n for n in args.variants.split(",") if n and n != "as shipped")]
-    result = run(args.arch, args.rounds, args.seconds, names)
+    result = run(args.arch, args.engine, args.rounds, args.seconds, names)
     out = Path("bench/out")
     out.mkdir(parents=True, exist_ok=True)
     (out / f"webpath-{args.arch}.json").write_text(json.dumps(result, indent=1))

@@ -66,11 +66,7 @@ def test_gunicorn_defaults(load_conf):
     assert conf["threads"] > conf["MAX_QUEUE"] + conf["MAX_BATCH_SIZE"]  # the queue, not gunicorn, sheds load
     assert conf["control_socket_disable"] is True and "control_socket" not in conf  # no second admin door
     assert conf["http_parser"] == "python"  # one parser, whether gunicorn_h1c is installed or not
-    pool = (ROOT / "nginx.conf").read_text().split("upstream classifier {")[1].split("}")[0]
-    assert re.search(r"^\s*keepalive \d+;", pool, re.M)  # connections to gunicorn are reused
-    # nginx gives up an idle connection before gunicorn does, so it never reuses one being closed
-    assert seconds(re.search(r"^\s*keepalive_timeout (\w+);", pool, re.M).group(1)) < conf["keepalive"]
-    assert 'proxy_set_header Connection "";' in (ROOT / "nginx.conf").read_text()
+    assert "keepalive " not in (ROOT / "nginx.conf").read_text().split("upstream classifier")[1].split("}")[0]
 
 
 @pytest.mark.parametrize("workers", [1, 2, 4])
