@@ -487,7 +487,7 @@ def chart(results: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(17, 4.5), width_ratios=(3, 2, 2))
     h2h = results["h2h"]
     bars = [
         (f"{who}\n18 fp32\n{name}", h2h[name][who], h2h[name]["ceiling"] if who == "ours" else None)
@@ -506,6 +506,12 @@ def chart(results: dict) -> None:
             left.hlines(ceil, x - 0.4, x + 0.4, colors="k", linestyles="dashed")
     left.set_xticks(list(xs), [b[0] for b in bars], fontsize=7)
     left.set_ylabel("req/s at concurrency 8 (dashed: in-process ceiling)")
+    peers = results["peers"]["medians"]  # the side-by-side rounds: ours and each peer, fp32
+    names = list(peers)
+    middle.bar(range(len(names)), [peers[n]["rps"] for n in names],
+               color=["#2a7" if n.startswith("ours") else "#58a" for n in names])  # fmt: skip
+    middle.set_xticks(range(len(names)), [n.replace("_", "\n") for n in names], fontsize=7)
+    middle.set_ylabel("req/s, side by side (resnet18 fp32, web, c=8)")
     ours = find(results, "ours")
     cs = [a["concurrency"] for a in ours["ab"]]
     for key in ("p50", "p95", "p99"):
