@@ -26,7 +26,7 @@ GPU_CHECK_WORK=$(mktemp -d /tmp/gpu-check.XXXXXX)
 chmod 755 "$GPU_CHECK_WORK"  # nginx's workers (nobody, under root) read and write below it
 export GPU_CHECK_WORK
 # Seconds for everything, and each step's cap inside it (the dry run's are smaller).
-if [ "$dry" = 1 ]; then budget=${GPU_CHECK_BUDGET_S:-240}; caps=(40 90 60); else
+if [ "$dry" = 1 ]; then budget=${GPU_CHECK_BUDGET_S:-360}; caps=(40 90 120); else
   budget=${GPU_CHECK_BUDGET_S:-470}; caps=(60 150 120); fi
 start=$SECONDS
 

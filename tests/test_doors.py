@@ -261,6 +261,8 @@ SEED = {
     },
     "unsupported-content-type": {"data": b"x", "headers": {"Content-Type": "text/csv"}},
     "content-type-garbage": {"data": b"x", "headers": {"Content-Type": ";;;===\x7f"}},
+    # nginx passes a control character in any header on; gunicorn 27 refuses it (RFC 9110 5.5)
+    "control-char-in-a-header": {"data": JPEG, "headers": {"Content-Type": "image/jpeg", "X-Note": "a\x7fb"}},
 }
 
 

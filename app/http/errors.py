@@ -53,11 +53,16 @@ def claim(segments: tuple[str, ...], shape: Shape) -> None:
         _OWNERS[segment] = shape
 
 
+def shape_for(path: str) -> Shape:
+    """The error shape of the door that owns `path`: "/v2/models" -> OIP's; "//v2" -> the seed's."""
+    segment = path.split("/")[1] if path.startswith("/") else ""
+    return _OWNERS.get(segment, seed_shape)
+
+
 def by_path(code: str, message: str, rid: str) -> dict:
     """The app-wide default: a 404/405 under a door's paths (/v2, or a claimed segment) matched
     none of its routes, so no blueprint's handler answers it; it still gets that door's shape."""
-    segment = request.path.split("/")[1]  # "/v2/models" -> "v2"; "//v2" -> "": the seed's
-    return _OWNERS.get(segment, seed_shape)(code, message, rid)
+    return shape_for(request.path)(code, message, rid)
 
 
 def current_id() -> str:

@@ -16,8 +16,13 @@ with the stock worker loop.
 
 from __future__ import annotations
 
+import json
+
 from gunicorn.http import wsgi
 from gunicorn.workers.gthread import ThreadWorker
+
+from app.core.guard import safe_request_id
+from app.http.errors import shape_for
 
 
 class _Stash:
@@ -75,9 +80,44 @@ class OneWriteResponse(wsgi.Response):
         super().close()
 
 
+ERROR_CODES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long", 417: "expectation_failed",
+               431: "headers_too_large", 501: "not_implemented"}  # fmt: skip
+
+
+class _JsonErrorPage:
+    """The client socket while gunicorn writes one of its own error pages (a request its parser
+    refused before the app saw it: gunicorn 27 refuses control characters in header values,
+    which nginx passes on). gunicorn writes HTML and has no hook for the body, so the page's
+    status line is kept and its body becomes the door's own JSON error shape."""
+
+    def __init__(self, sock, path: str, request_id: str) -> None:
+        self.sock, self.path, self.request_id = sock, path, request_id
+
+    def __getattr__(self, name: str):
+        return getattr(self.sock, name)  # gettimeout, setblocking, fileno...
+
+    def sendall(self, data: bytes) -> None:
+        status_line = data.split(b"\r\n", 1)[0].decode("latin-1")  # "HTTP/1.1 400 Bad Request"
+        status, reason = (status_line.split(" ", 2)[1:] + [""])[:2]
+        code = ERROR_CODES.get(int(status), "internal_error")
+        message = f"{reason}: the request line or headers are malformed (refused before the app read it)"
+        body = json.dumps(shape_for(self.path)(code, message, self.request_id)).encode()
+        head = (
+            f"{status_line}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"X-Request-ID: {self.request_id}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        self.sock.sendall(head.encode("latin-1") + body)
+
+
 class OneWriteThreadWorker(ThreadWorker):
     def init_process(self) -> None:
         # gunicorn builds each response through this module-level name (wsgi.create); there
         # is no setting for it. Set in the worker process, for this worker class only.
         wsgi.Response = OneWriteResponse
         super().init_process()
+
+    def handle_error(self, req, client, addr, exc) -> None:
+        req = req or getattr(exc, "req", None)  # what gunicorn parsed before it refused the rest
+        headers = dict(getattr(req, "headers", None) or [])
+        rid = safe_request_id(headers.get("X-REQUEST-ID"))
+        super().handle_error(req, _JsonErrorPage(client, getattr(req, "path", "") or "", rid), addr, exc)
