@@ -1,10 +1,14 @@
-"""gunicorn's gthread worker, with each response's headers and body leaving in one send.
+"""gunicorn's gthread worker: responses leave in one send, its error pages in the doors' JSON shape.
 
 gunicorn (27.0.1 as 23.0) sends a response's headers and its body in two writes. A worker
 killed between them (kill -9, the OOM killer) leaves nginx holding headers it has already
 passed on, so the client gets a truncated body instead of nginx's retry on another host. Seen
 once in tests/test_multihost.py's kill -9 under load; tests/test_workers.py shows the stock
 response still writes twice.
+
+gunicorn's own error pages (a request its parser refuses: since 27, control characters in a
+header value, which nginx passes on) are HTML; `handle_error` sends them in the door's JSON
+error shape instead (tests/test_doors.py).
 
 What this module no longer does: gunicorn 23's gthread worker parked accepted connections in
 its poller and dropped them on SIGTERM (3 resets in 4 TERMs under load; HUP reloads lost 1-2
